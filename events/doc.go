@@ -1,0 +1,29 @@
+// Package events declares the EduPulse domain events, once, as plain Go
+// structs. Everything else about them is generated into package gen by
+// `go generate ./...`: constructors, the sealed Event sum type and its Kind
+// discriminator, exhaustive handler dispatch, the codec registry that the
+// bus runtime uses, and sqlc queries over the outbox.
+//
+// # Declaring an event
+//
+// Mark a struct with a directive comment:
+//
+//	//eventbus:event name=edupulse.pulse.created version=1 aggregate=PulseID aggregate_type=pulse
+//	type PulseCreated struct { ... }
+//
+// The keys:
+//   - name (required): the stable wire name, lowercase dot-separated words
+//     of [a-z0-9_], such as "edupulse.pulse.created". It never changes once
+//     events are stored; rename the Go type freely instead.
+//   - version (optional, default 1): the payload version, an integer >= 1.
+//   - aggregate (required): the field holding the aggregate id; a
+//     uuid.UUID, a string or an integer field.
+//   - aggregate_type (optional): the kind of aggregate, lowercase; defaults
+//     to the wire name's second-to-last segment ("pulse" above).
+//
+// Fields are encoded as JSON with encoding/json, so use json tags. Channels,
+// functions, complex numbers and interface fields are refused by the
+// generator, since they cannot be encoded and decoded faithfully.
+package events
+
+//go:generate go run github.com/edupulse/eventbus/internal/eventgen -out ../gen -queries ../gen/queries

@@ -1,0 +1,241 @@
+// Package schema holds the eventbus SQL migrations and applies them.
+//
+// The migrations are embedded SQL files named NNN_name.up.sql, applied in
+// order, each in its own transaction, and recorded in the
+// eventbus_migrations table; applying them again is a no-op. A
+// transaction-scoped advisory lock serialises concurrent Migrate calls, so
+// several processes may start at once.
+//
+// Besides the tables, Migrate makes sure the outbox has the configured
+// number of lanes (see Options.Lanes).
+package schema
+
+import (
+	"cmp"
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+//go:embed migrations/*.up.sql
+var migrationFS embed.FS
+
+// LanesDefault is the number of outbox lanes when Options.Lanes is zero.
+const LanesDefault = 4
+
+// LanesMax is the largest number of lanes.
+const LanesMax = 256
+
+// advisoryLockKey serialises migrations across processes ("eventbus" in ASCII).
+const advisoryLockKey = 0x6576656e74627573
+
+// DB is what Migrate needs: a *pgxpool.Pool, a *pgx.Conn or a pgx.Tx.
+type DB interface {
+	Begin(ctx context.Context) (pgx.Tx, error)
+}
+
+// Options configures Migrate.
+type Options struct {
+	// Lanes is the number of outbox lanes: events are spread over lanes by a
+	// hash of their aggregate id, and each lane is relayed by one relay
+	// process at a time. Lanes can be added later but never removed, and
+	// the lane of an aggregate changes when their number does: change it
+	// only while the outbox is drained. Zero keeps the number already
+	// configured, or LanesDefault on a new database.
+	Lanes int
+}
+
+// Validate reports invalid options.
+func (o Options) Validate() error {
+	if o.Lanes < 0 || o.Lanes > LanesMax {
+		return fmt.Errorf("schema: lanes %d out of range 1..%d", o.Lanes, LanesMax)
+	}
+	return nil
+}
+
+// Migration is one embedded migration.
+type Migration struct {
+	// Version is the number the file name starts with.
+	Version int
+	// Name is the rest of the file name, without the .up.sql suffix.
+	Name string
+	// SQL is the migration's text.
+	SQL string
+}
+
+// Migrations returns the embedded migrations in order.
+func Migrations() ([]Migration, error) {
+	entries, err := fs.ReadDir(migrationFS, "migrations")
+	if err != nil {
+		return nil, fmt.Errorf("schema: read migrations: %w", err)
+	}
+	var ms []Migration
+	for _, e := range entries {
+		base := strings.TrimSuffix(e.Name(), ".up.sql")
+		num, name, ok := strings.Cut(base, "_")
+		v, err := strconv.Atoi(num)
+		if !ok || err != nil {
+			return nil, fmt.Errorf("schema: migration file %q: want NNN_name.up.sql", e.Name())
+		}
+		text, err := fs.ReadFile(migrationFS, path.Join("migrations", e.Name()))
+		if err != nil {
+			return nil, fmt.Errorf("schema: read %s: %w", e.Name(), err)
+		}
+		ms = append(ms, Migration{Version: v, Name: name, SQL: string(text)})
+	}
+	slices.SortFunc(ms, func(a, b Migration) int { return cmp.Compare(a.Version, b.Version) })
+	return ms, nil
+}
+
+// Result tells what Migrate did.
+type Result struct {
+	// Applied lists the versions applied by this call, in order.
+	Applied []int
+	// Lanes is the number of lanes after the call.
+	Lanes int
+}
+
+// Migrate applies the migrations that db does not have yet and makes sure
+// the outbox has opts.Lanes lanes. It is safe to call on every start.
+func Migrate(ctx context.Context, db DB, opts Options) (Result, error) {
+	if err := opts.Validate(); err != nil {
+		return Result{}, err
+	}
+	ms, err := Migrations()
+	if err != nil {
+		return Result{}, err
+	}
+	var res Result
+	for _, m := range ms {
+		applied, err := applyOne(ctx, db, m)
+		if err != nil {
+			return res, err
+		}
+		if applied {
+			res.Applied = append(res.Applied, m.Version)
+		}
+	}
+	res.Lanes, err = ensureLanes(ctx, db, opts.Lanes)
+	return res, err
+}
+
+func inTx(ctx context.Context, db DB, fn func(tx pgx.Tx) error) (err error) {
+	tx, err := db.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback(ctx)
+		}
+	}()
+	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", int64(advisoryLockKey)); err != nil {
+		return fmt.Errorf("take migration lock: %w", err)
+	}
+	if err := fn(tx); err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
+}
+
+func applyOne(ctx context.Context, db DB, m Migration) (applied bool, err error) {
+	err = inTx(ctx, db, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS eventbus_migrations (
+			version INTEGER PRIMARY KEY,
+			name TEXT NOT NULL,
+			applied_at TIMESTAMPTZ NOT NULL DEFAULT now())`); err != nil {
+			return fmt.Errorf("create eventbus_migrations: %w", err)
+		}
+		var exists bool
+		if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM eventbus_migrations WHERE version = $1)", m.Version).Scan(&exists); err != nil {
+			return fmt.Errorf("read eventbus_migrations: %w", err)
+		}
+		if exists {
+			return nil
+		}
+		if _, err := tx.Exec(ctx, m.SQL); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, "INSERT INTO eventbus_migrations (version, name) VALUES ($1, $2)", m.Version, m.Name); err != nil {
+			return fmt.Errorf("record migration: %w", err)
+		}
+		applied = true
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("schema: migration %03d_%s: %w", m.Version, m.Name, err)
+	}
+	return applied, nil
+}
+
+func ensureLanes(ctx context.Context, db DB, want int) (lanes int, err error) {
+	err = inTx(ctx, db, func(tx pgx.Tx) error {
+		current, err := readLanes(ctx, tx)
+		if err != nil {
+			return err
+		}
+		switch {
+		case want == 0 && current > 0:
+			lanes = current
+			return nil
+		case want == 0:
+			want = LanesDefault
+		case want < current:
+			return fmt.Errorf("%d lanes configured, %d asked: lanes cannot be removed", current, want)
+		}
+		return tx.QueryRow(ctx, "SELECT eventbus_ensure_lanes($1)", want).Scan(&lanes)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("schema: ensure lanes: %w", err)
+	}
+	return lanes, nil
+}
+
+// ErrNotMigrated is returned by Lanes when the eventbus schema is missing.
+var ErrNotMigrated = errors.New("schema: eventbus schema not found: run schema.Migrate (or `eventbus migrate`) first")
+
+// Querier runs one query; *pgxpool.Pool, *pgx.Conn and pgx.Tx satisfy it.
+type Querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// Lanes returns the number of outbox lanes configured in the database, or
+// ErrNotMigrated.
+func Lanes(ctx context.Context, db Querier) (int, error) {
+	n, err := readLanes(ctx, db)
+	if err != nil {
+		return 0, err
+	}
+	if n == 0 {
+		return 0, ErrNotMigrated
+	}
+	return n, nil
+}
+
+func readLanes(ctx context.Context, db Querier) (int, error) {
+	var n int
+	err := db.QueryRow(ctx, `SELECT coalesce((SELECT lanes FROM eventbus_settings), 0)`).Scan(&n)
+	if err != nil {
+		if pgErr := (*pgconn.PgError)(nil); errors.As(err, &pgErr) && pgErr.Code == "42P01" { // undefined_table
+			return 0, ErrNotMigrated
+		}
+		return 0, fmt.Errorf("schema: read lanes: %w", err)
+	}
+	return n, nil
+}
+
+// LaneTopic returns the watermill-sql topic of a lane; its table is
+// "watermill_" + LaneTopic(lane).
+func LaneTopic(lane int) string { return "eventbus_lane_" + strconv.Itoa(lane) }
+
+// OffsetsTable is the table holding every lane's consumer offsets.
+const OffsetsTable = "eventbus_offsets"
