@@ -16,7 +16,7 @@ DELETE FROM eventbus_outbox o
 USING eventbus_offsets f
 WHERE o.lane = $1::integer
   AND f.consumer_group = $2::text || '/' || $1::integer::text
-  AND o.created_at < $3
+  AND o.created_at < CURRENT_TIMESTAMP::timestamp - $3::interval
   AND (o.transaction_id < f.last_processed_transaction_id
        OR (o.transaction_id = f.last_processed_transaction_id AND o."offset" <= f.offset_acked))
 `
@@ -24,13 +24,13 @@ WHERE o.lane = $1::integer
 type DeleteRelayedBeforeParams struct {
 	Lane          int32
 	ConsumerGroup string
-	Before        pgtype.Timestamp
+	OlderThan     pgtype.Interval
 }
 
-// Deletes outbox rows of one lane created before a time that the relay's
+// Deletes outbox rows of one lane, older than older_than, that the relay's
 // consumer group has acknowledged.
 func (q *Queries) DeleteRelayedBefore(ctx context.Context, db DBTX, arg DeleteRelayedBeforeParams) (int64, error) {
-	result, err := db.Exec(ctx, deleteRelayedBefore, arg.Lane, arg.ConsumerGroup, arg.Before)
+	result, err := db.Exec(ctx, deleteRelayedBefore, arg.Lane, arg.ConsumerGroup, arg.OlderThan)
 	if err != nil {
 		return 0, err
 	}
@@ -43,10 +43,10 @@ SELECT
     count(*) FILTER (WHERE f.consumer_group IS NULL
         OR o.transaction_id > f.last_processed_transaction_id
         OR (o.transaction_id = f.last_processed_transaction_id AND o."offset" > f.offset_acked))::bigint AS backlog,
-    min(o.created_at) FILTER (WHERE f.consumer_group IS NULL
+    coalesce(extract(epoch FROM CURRENT_TIMESTAMP::timestamp - min(o.created_at) FILTER (WHERE f.consumer_group IS NULL
         OR o.transaction_id > f.last_processed_transaction_id
-        OR (o.transaction_id = f.last_processed_transaction_id AND o."offset" > f.offset_acked))::timestamp AS oldest_pending,
-    max(o.created_at)::timestamp AS newest
+        OR (o.transaction_id = f.last_processed_transaction_id AND o."offset" > f.offset_acked))), 0)::float8 AS oldest_pending_age_seconds,
+    count(*)::bigint AS stored
 FROM eventbus_outbox o
 LEFT JOIN eventbus_offsets f ON f.consumer_group = $1::text || '/' || o.lane::text
 GROUP BY o.lane
@@ -54,14 +54,15 @@ ORDER BY o.lane
 `
 
 type LaneStatusRow struct {
-	Lane          int32
-	Backlog       int64
-	OldestPending pgtype.Timestamp
-	Newest        pgtype.Timestamp
+	Lane                    int32
+	Backlog                 int64
+	OldestPendingAgeSeconds float64
+	Stored                  int64
 }
 
 // Per lane: events not yet acknowledged by the relay's consumer group, the
-// creation time of the oldest of them, and the last acknowledged offset.
+// age of the oldest of them, and the rows stored (relayed rows stay until
+// the relay's cleaner removes them).
 func (q *Queries) LaneStatus(ctx context.Context, db DBTX, consumerGroup string) ([]LaneStatusRow, error) {
 	rows, err := db.Query(ctx, laneStatus, consumerGroup)
 	if err != nil {
@@ -74,8 +75,8 @@ func (q *Queries) LaneStatus(ctx context.Context, db DBTX, consumerGroup string)
 		if err := rows.Scan(
 			&i.Lane,
 			&i.Backlog,
-			&i.OldestPending,
-			&i.Newest,
+			&i.OldestPendingAgeSeconds,
+			&i.Stored,
 		); err != nil {
 			return nil, err
 		}

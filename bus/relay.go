@@ -1,0 +1,454 @@
+package bus
+
+import (
+	"cmp"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	wsql "github.com/ThreeDotsLabs/watermill-sql/v3/pkg/sql"
+	"github.com/ThreeDotsLabs/watermill/components/forwarder"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
+	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/edupulse/eventbus/internal/db"
+	"github.com/edupulse/eventbus/schema"
+)
+
+// Defaults of RelayConfig.
+const (
+	ConsumerGroupDefault     = "eventbus_relay"
+	PollIntervalDefault      = time.Second
+	RetryIntervalDefault     = time.Second
+	BatchSizeDefault         = 100
+	MaxAttemptsDefault       = 5
+	BackoffInitialDefault    = 100 * time.Millisecond
+	BackoffMaxDefault        = 10 * time.Second
+	AckDeadlineDefault       = 30 * time.Second
+	RetentionDefault         = 24 * time.Hour
+	CleanIntervalDefault     = time.Minute
+	ShutdownTimeoutDefault   = 30 * time.Second
+	metadataAttempts         = "eventbus_attempts"
+	metadataFirstFailedAt    = "eventbus_first_failed_at"
+	deadLetterTopic          = "eventbus_dead_letters"
+	minPoolConnsBesidesLanes = 2
+	backoffMultiplierDefault = 2
+	backoffRandomization     = 0.5
+)
+
+// RelayConfig configures a Relay. Zero values take the documented defaults.
+type RelayConfig struct {
+	// Pool is the PostgreSQL pool the outbox lives in. It needs a connection
+	// per relayed lane plus two (LISTEN and the cleaner). Required.
+	Pool *pgxpool.Pool
+	// Publisher receives the events: any Watermill publisher (a broker
+	// adapter, GoChannel, watermill-sql). Required. The relay does not
+	// close it.
+	Publisher message.Publisher
+	// ConsumerGroup names the relay's offsets: relay processes sharing it
+	// share the work (each lane is relayed by one of them at a time).
+	// Defaults to "eventbus_relay".
+	ConsumerGroup string
+	// Lanes restricts the relay to some lanes. Defaults to all lanes
+	// recorded in the database.
+	Lanes []int
+	// PollInterval is how often an idle lane is queried without a NOTIFY.
+	// Defaults to 1 second.
+	PollInterval time.Duration
+	// DisableNotify turns the LISTEN/NOTIFY wake-up off: lanes are then only
+	// polled.
+	DisableNotify bool
+	// RetryInterval is the pause after a failed outbox query. Defaults to 1
+	// second.
+	RetryInterval time.Duration
+	// BatchSize is the number of rows read per query. Defaults to 100.
+	BatchSize int
+	// AckDeadline bounds the time one event may take to be published,
+	// retries included, before the lane's batch is given up and read again.
+	// Defaults to 30 seconds.
+	AckDeadline time.Duration
+	// MaxAttempts is the number of attempts for an event whose failure is
+	// permanent (see Permanent) before it is dead-lettered. Other failures
+	// are retried for as long as they last. Defaults to 5.
+	MaxAttempts int
+	// BackoffInitial and BackoffMax bound the exponential backoff, with
+	// jitter, between attempts to publish one event. Default to 100
+	// milliseconds and 10 seconds.
+	BackoffInitial time.Duration
+	BackoffMax     time.Duration
+	// Retention is how long relayed rows stay in the outbox before the
+	// cleaner deletes them; rows not yet acknowledged are never deleted.
+	// Defaults to 24 hours. Negative disables the cleaner.
+	Retention time.Duration
+	// CleanInterval is how often the cleaner runs. Defaults to 1 minute.
+	CleanInterval time.Duration
+	// ShutdownTimeout bounds the wait for in-flight events when Run's
+	// context ends. Defaults to 30 seconds.
+	ShutdownTimeout time.Duration
+	// Logger receives structured logs. Defaults to slog.Default().
+	Logger *slog.Logger
+	// Middlewares are extra Watermill handler middlewares, run inside the
+	// relay's own (dead-lettering, retry) around each publish.
+	Middlewares []message.HandlerMiddleware
+}
+
+func (c *RelayConfig) setDefaults() {
+	c.ConsumerGroup = cmp.Or(c.ConsumerGroup, ConsumerGroupDefault)
+	c.PollInterval = cmp.Or(c.PollInterval, PollIntervalDefault)
+	c.RetryInterval = cmp.Or(c.RetryInterval, RetryIntervalDefault)
+	c.BatchSize = cmp.Or(c.BatchSize, BatchSizeDefault)
+	c.AckDeadline = cmp.Or(c.AckDeadline, AckDeadlineDefault)
+	c.MaxAttempts = cmp.Or(c.MaxAttempts, MaxAttemptsDefault)
+	c.BackoffInitial = cmp.Or(c.BackoffInitial, BackoffInitialDefault)
+	c.BackoffMax = cmp.Or(c.BackoffMax, BackoffMaxDefault)
+	c.Retention = cmp.Or(c.Retention, RetentionDefault)
+	c.CleanInterval = cmp.Or(c.CleanInterval, CleanIntervalDefault)
+	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, ShutdownTimeoutDefault)
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Validate reports every problem of the configuration.
+func (c RelayConfig) Validate() error {
+	var errs []error
+	if c.Pool == nil {
+		errs = append(errs, errors.New("nil Pool"))
+	}
+	if c.Publisher == nil {
+		errs = append(errs, errors.New("nil Publisher"))
+	}
+	for name, d := range map[string]time.Duration{
+		"PollInterval": c.PollInterval, "RetryInterval": c.RetryInterval, "AckDeadline": c.AckDeadline,
+		"BackoffInitial": c.BackoffInitial, "BackoffMax": c.BackoffMax, "CleanInterval": c.CleanInterval,
+		"ShutdownTimeout": c.ShutdownTimeout,
+	} {
+		if d < 0 {
+			errs = append(errs, fmt.Errorf("negative %s %s", name, d))
+		}
+	}
+	if c.BatchSize < 0 {
+		errs = append(errs, fmt.Errorf("negative BatchSize %d", c.BatchSize))
+	}
+	if c.MaxAttempts < 0 {
+		errs = append(errs, fmt.Errorf("negative MaxAttempts %d", c.MaxAttempts))
+	}
+	if c.BackoffMax > 0 && c.BackoffInitial > c.BackoffMax {
+		errs = append(errs, fmt.Errorf("BackoffInitial %s above BackoffMax %s", c.BackoffInitial, c.BackoffMax))
+	}
+	for _, l := range c.Lanes {
+		if l < 0 || l >= schema.LanesMax {
+			errs = append(errs, fmt.Errorf("lane %d out of range", l))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("bus: invalid relay config: %w", err)
+	}
+	return nil
+}
+
+// Relay moves events from the outbox to a broker: for every lane, a
+// watermill-sql subscriber reads the lane table and Watermill's forwarder
+// unwraps each row and publishes it. Several relay processes with the same
+// ConsumerGroup may run against one database: each lane is relayed by one
+// of them at a time, in commit order.
+//
+// Delivery is at least once: an event is acknowledged in the outbox only
+// after the broker accepted it, so a crash between the two publishes it
+// again.
+type Relay struct {
+	cfg    RelayConfig
+	logger watermill.LoggerAdapter
+	q      *db.Queries
+}
+
+// NewRelay validates cfg and returns a Relay; Run starts it.
+func NewRelay(cfg RelayConfig) (*Relay, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.setDefaults()
+	return &Relay{cfg: cfg, logger: watermill.NewSlogLogger(cfg.Logger), q: db.New()}, nil
+}
+
+// LaneConsumerGroup is the watermill-sql consumer group under which a relay
+// of group records its progress in lane.
+func LaneConsumerGroup(group string, lane int) string { return group + "/" + strconv.Itoa(lane) }
+
+// Run relays until ctx ends, then stops reading, waits for in-flight events
+// (at most ShutdownTimeout) and returns. An event being published when Run
+// returns is not acknowledged, so it is published again later. Run returns
+// nil after a clean stop.
+func (r *Relay) Run(ctx context.Context) error {
+	lanes := r.cfg.Lanes
+	if len(lanes) == 0 {
+		n, err := schema.Lanes(ctx, r.cfg.Pool)
+		if err != nil {
+			return fmt.Errorf("bus: relay: %w", err)
+		}
+		for i := range n {
+			lanes = append(lanes, i)
+		}
+	}
+	if max := r.cfg.Pool.Config().MaxConns; int(max) < len(lanes)+minPoolConnsBesidesLanes {
+		return fmt.Errorf("bus: relay: pool MaxConns %d is too small for %d lanes: need at least %d", max, len(lanes), len(lanes)+minPoolConnsBesidesLanes)
+	}
+
+	sqlDB := stdlib.OpenDBFromPool(r.cfg.Pool)
+	defer sqlDB.Close()
+
+	// runCtx outlives ctx while the lanes drain: on ctx's end, lanes stop
+	// reading new batches and finish (and acknowledge) the ones in flight.
+	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	defer stop()
+	draining := make(chan struct{})
+
+	wakers := make(map[string]*laneWaker, len(lanes))
+	forwarders := make([]*forwarder.Forwarder, 0, len(lanes))
+	for _, lane := range lanes {
+		w := newLaneWaker(runCtx, draining, r.cfg.PollInterval, r.cfg.RetryInterval)
+		wakers["watermill_"+schema.LaneTopic(lane)] = w
+		f, err := r.newLaneForwarder(sqlDB, lane, w)
+		if err != nil {
+			return err
+		}
+		forwarders = append(forwarders, f)
+	}
+
+	g, gctx := errgroup.WithContext(runCtx)
+	g.Go(func() error {
+		select {
+		case <-ctx.Done():
+		case <-gctx.Done():
+			return nil
+		}
+		close(draining)
+		r.awaitIdle(wakers)
+		stop()
+		return nil
+	})
+	if !r.cfg.DisableNotify {
+		ready := make(chan struct{})
+		g.Go(func() error { listen(gctx, r.cfg.Pool, wakers, r.logger, ready); return nil })
+		select {
+		case <-ready:
+		case <-gctx.Done():
+		}
+	}
+	for _, f := range forwarders {
+		g.Go(func() error {
+			if err := f.Run(gctx); err != nil && gctx.Err() == nil {
+				return fmt.Errorf("bus: relay: forwarder: %w", err)
+			}
+			return nil
+		})
+	}
+	if r.cfg.Retention > 0 {
+		g.Go(func() error { r.clean(gctx, lanes); return nil })
+	}
+	// Wake every lane once: there may be a backlog from before the start.
+	for _, w := range wakers {
+		w.notify()
+	}
+	return g.Wait()
+}
+
+// awaitIdle waits until every lane finished its batch in flight, at most
+// ShutdownTimeout.
+func (r *Relay) awaitIdle(wakers map[string]*laneWaker) {
+	timeout := time.NewTimer(r.cfg.ShutdownTimeout)
+	defer timeout.Stop()
+	for _, w := range wakers {
+		select {
+		case <-w.idle:
+		case <-timeout.C:
+			r.logger.Info("Shutdown timeout: leaving in-flight events unacknowledged, they will be relayed again", nil)
+			return
+		}
+	}
+}
+
+func (r *Relay) newLaneForwarder(sqlDB *sql.DB, lane int, waker *laneWaker) (*forwarder.Forwarder, error) {
+	topic := schema.LaneTopic(lane)
+	logger := r.logger.With(watermill.LogFields{"lane": lane})
+	ackDeadline := r.cfg.AckDeadline
+	sub, err := wsql.NewSubscriber(sqlDB, wsql.SubscriberConfig{
+		ConsumerGroup:  LaneConsumerGroup(r.cfg.ConsumerGroup, lane),
+		AckDeadline:    &ackDeadline,
+		PollInterval:   r.cfg.PollInterval,
+		ResendInterval: r.cfg.BackoffInitial,
+		RetryInterval:  r.cfg.RetryInterval,
+		BackoffManager: waker,
+		SchemaAdapter:  wsql.DefaultPostgreSQLSchema{SubscribeBatchSize: r.cfg.BatchSize},
+		OffsetsAdapter: wsql.DefaultPostgreSQLOffsetsAdapter{
+			GenerateMessagesOffsetsTableName: func(string) string { return schema.OffsetsTable },
+		},
+	}, logger)
+	if err != nil {
+		return nil, fmt.Errorf("bus: relay: lane %d subscriber: %w", lane, err)
+	}
+	poison, err := middleware.PoisonQueueWithFilter(&deadLetterSink{pool: r.cfg.Pool, q: r.q, logger: logger}, deadLetterTopic, IsPermanent)
+	if err != nil {
+		return nil, fmt.Errorf("bus: relay: %w", err)
+	}
+	maxAttempts := r.cfg.MaxAttempts
+	retry := middleware.Retry{
+		MaxRetries:          1 << 30, // outages are retried for as long as they last
+		InitialInterval:     r.cfg.BackoffInitial,
+		MaxInterval:         r.cfg.BackoffMax,
+		Multiplier:          backoffMultiplierDefault,
+		RandomizationFactor: backoffRandomization,
+		ShouldRetry: func(p middleware.RetryParams) bool {
+			retry := !IsPermanent(p.Err) || p.RetryNum+1 < maxAttempts
+			// Log the first failure and then every tenth, without the
+			// stack traces Watermill's errors carry.
+			if p.RetryNum%10 == 0 {
+				logger.Info("Publishing an event failed, retrying", watermill.LogFields{
+					"attempt": p.RetryNum + 1, "permanent": IsPermanent(p.Err), "retry": retry,
+					"next_delay": p.Delay, "error": p.Err.Error()})
+			}
+			return retry
+		},
+	}
+	mws := []message.HandlerMiddleware{poison, retry.Middleware, countAttempts}
+	mws = append(mws, r.cfg.Middlewares...)
+	mws = append(mws, validateOutboxRow)
+	return forwarder.NewForwarder(sub, r.cfg.Publisher, logger, forwarder.Config{
+		ForwarderTopic: topic,
+		Middlewares:    mws,
+		CloseTimeout:   r.cfg.ShutdownTimeout,
+	})
+}
+
+// countAttempts records in the message's metadata how many times it was
+// tried and when it first failed, for the dead-letter table.
+func countAttempts(h message.HandlerFunc) message.HandlerFunc {
+	return func(msg *message.Message) ([]*message.Message, error) {
+		n, _ := strconv.Atoi(msg.Metadata.Get(metadataAttempts))
+		msg.Metadata.Set(metadataAttempts, strconv.Itoa(n+1))
+		out, err := h(msg)
+		if err != nil && msg.Metadata.Get(metadataFirstFailedAt) == "" {
+			msg.Metadata.Set(metadataFirstFailedAt, time.Now().UTC().Format(time.RFC3339Nano))
+		}
+		return out, err
+	}
+}
+
+// validateOutboxRow refuses, as a permanent failure, a row the forwarder
+// could not unwrap.
+func validateOutboxRow(h message.HandlerFunc) message.HandlerFunc {
+	return func(msg *message.Message) ([]*message.Message, error) {
+		if _, _, err := UnwrapOutboxPayload(msg.Payload); err != nil {
+			return nil, Permanent(err)
+		}
+		return h(msg)
+	}
+}
+
+// clean deletes relayed rows older than the retention, every CleanInterval.
+func (r *Relay) clean(ctx context.Context, lanes []int) {
+	t := time.NewTicker(r.cfg.CleanInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if _, err := r.CleanOnce(ctx, lanes); err != nil && ctx.Err() == nil {
+			r.logger.Error("Outbox cleaner failed", err, nil)
+		}
+	}
+}
+
+// CleanOnce deletes, in the given lanes, the rows older than the retention
+// that the relay's consumer group has acknowledged, and returns how many.
+func (r *Relay) CleanOnce(ctx context.Context, lanes []int) (int64, error) {
+	var total int64
+	for _, lane := range lanes {
+		n, err := r.q.DeleteRelayedBefore(ctx, r.cfg.Pool, db.DeleteRelayedBeforeParams{
+			Lane:          int32(lane),
+			ConsumerGroup: r.cfg.ConsumerGroup,
+			OlderThan:     pgtype.Interval{Microseconds: r.cfg.Retention.Microseconds(), Valid: true},
+		})
+		if err != nil {
+			return total, fmt.Errorf("bus: clean lane %d: %w", lane, err)
+		}
+		total += n
+	}
+	if total > 0 {
+		r.logger.Debug("Outbox cleaned", watermill.LogFields{"deleted": total})
+	}
+	return total, nil
+}
+
+// deadLetterSink is the Watermill publisher behind the poison-queue
+// middleware: it stores each poisoned outbox row in eventbus_dead_letters.
+type deadLetterSink struct {
+	pool   *pgxpool.Pool
+	q      *db.Queries
+	logger watermill.LoggerAdapter
+}
+
+// Publish implements message.Publisher.
+func (s *deadLetterSink) Publish(_ string, msgs ...*message.Message) error {
+	for _, msg := range msgs {
+		laneTopic := msg.Metadata.Get(middleware.PoisonedTopicKey)
+		lane, err := strconv.Atoi(laneTopic[len("eventbus_lane_"):])
+		if err != nil {
+			return fmt.Errorf("dead letter %s: lane of topic %q: %w", msg.UUID, laneTopic, err)
+		}
+		attempts, _ := strconv.Atoi(msg.Metadata.Get(metadataAttempts))
+		first, err := time.Parse(time.RFC3339Nano, msg.Metadata.Get(metadataFirstFailedAt))
+		if err != nil {
+			first = time.Now()
+		}
+		meta := make(map[string]string, len(msg.Metadata))
+		for k, v := range msg.Metadata {
+			switch k {
+			case metadataAttempts, metadataFirstFailedAt, middleware.ReasonForPoisonedKey,
+				middleware.PoisonedTopicKey, middleware.PoisonedHandlerKey, middleware.PoisonedSubscriberKey:
+			default:
+				meta[k] = v
+			}
+		}
+		metaJSON, err := marshalMetadata(meta)
+		if err != nil {
+			return err
+		}
+		ctx := msg.Context()
+		if ctx.Err() != nil {
+			ctx = context.Background()
+		}
+		id, err := s.q.InsertDeadLetter(ctx, s.pool, db.InsertDeadLetterParams{
+			Lane:          int32(lane),
+			MessageUuid:   msg.UUID,
+			EventName:     msg.Metadata.Get(MetadataName),
+			AggregateID:   msg.Metadata.Get(MetadataAggregateID),
+			Payload:       msg.Payload,
+			Metadata:      metaJSON,
+			Error:         msg.Metadata.Get(middleware.ReasonForPoisonedKey),
+			Attempts:      int32(attempts),
+			FirstFailedAt: pgtype.Timestamptz{Time: first, Valid: true},
+		})
+		if err != nil {
+			return fmt.Errorf("dead letter %s: %w", msg.UUID, err)
+		}
+		s.logger.Error("Event dead-lettered", errors.New(msg.Metadata.Get(middleware.ReasonForPoisonedKey)), watermill.LogFields{
+			"dead_letter_id": id, "uuid": msg.UUID, "event_name": msg.Metadata.Get(MetadataName), "attempts": attempts,
+		})
+	}
+	return nil
+}
+
+// Close implements message.Publisher.
+func (s *deadLetterSink) Close() error { return nil }

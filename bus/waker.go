@@ -1,0 +1,165 @@
+package bus
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// notifyChannel is the channel the lane tables' trigger notifies on commit;
+// the payload is the lane table's name.
+const notifyChannel = "eventbus_outbox"
+
+// laneWaker is the watermill-sql BackoffManager of one lane: instead of
+// sleeping a fixed poll interval when a query found nothing, it waits for a
+// NOTIFY from a committing producer, the poll interval, or the relay's stop,
+// whichever comes first.
+type laneWaker struct {
+	ctx           context.Context
+	draining      <-chan struct{}
+	idle          chan struct{}
+	idleOnce      sync.Once
+	wake          chan struct{}
+	pollInterval  time.Duration
+	retryInterval time.Duration
+	mu            sync.Mutex
+	lastWake      time.Time
+}
+
+// newLaneWaker returns a waker that stops for good when ctx ends. Once
+// draining is closed, the lane reads no new batch: the next time the
+// subscriber asks how long to wait (its current batch is then committed or
+// rolled back), the waker closes idle and blocks until ctx ends.
+func newLaneWaker(ctx context.Context, draining <-chan struct{}, poll, retry time.Duration) *laneWaker {
+	return &laneWaker{ctx: ctx, draining: draining, idle: make(chan struct{}),
+		wake: make(chan struct{}, 1), pollInterval: poll, retryInterval: retry}
+}
+
+// parkIfDraining blocks until the relay stops if it is draining, and
+// reports whether it did.
+func (w *laneWaker) parkIfDraining() bool {
+	select {
+	case <-w.draining:
+		w.idleOnce.Do(func() { close(w.idle) })
+		<-w.ctx.Done()
+		return true
+	default:
+		return false
+	}
+}
+
+// notify wakes the lane; it never blocks.
+func (w *laneWaker) notify() {
+	w.mu.Lock()
+	w.lastWake = time.Now()
+	w.mu.Unlock()
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// settleWindow is how long after a NOTIFY an empty query is retried at a
+// short interval. A row committed just now can be held back by an older
+// transaction still running elsewhere in the cluster (watermill-sql reads
+// only rows older than the snapshot's xmin), and that transaction's end
+// sends no notification.
+const (
+	settleWindow   = 250 * time.Millisecond
+	settleInterval = 5 * time.Millisecond
+)
+
+// HandleError implements watermill-sql's BackoffManager.
+func (w *laneWaker) HandleError(logger watermill.LoggerAdapter, noMsg bool, err error) time.Duration {
+	if w.parkIfDraining() {
+		return 0
+	}
+	if err != nil {
+		if strings.Contains(strings.ToLower(err.Error()), "concurrent update") {
+			// Another relay process holds this lane; it released the offsets
+			// row, try again at once (the next query waits on the lock).
+			return 0
+		}
+		if w.ctx.Err() == nil {
+			logger.Error("Error querying the outbox lane, retrying", err, watermill.LogFields{"wait_time": w.retryInterval})
+		}
+		w.wait(w.retryInterval)
+		return 0
+	}
+	if !noMsg {
+		return 0
+	}
+	w.mu.Lock()
+	recent := time.Since(w.lastWake) < settleWindow
+	w.mu.Unlock()
+	if recent {
+		w.wait(settleInterval)
+		return 0
+	}
+	w.wait(w.pollInterval)
+	return 0
+}
+
+// wait blocks for d, until a wake-up, or until the relay stops.
+func (w *laneWaker) wait(d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-w.wake:
+	case <-w.ctx.Done():
+	case <-w.draining:
+		w.parkIfDraining()
+	}
+}
+
+// listen LISTENs on the outbox channel on a dedicated connection of pool and
+// wakes the lane whose table a notification names, until ctx ends. A lost
+// connection is re-established after a pause; meanwhile polling goes on.
+func listen(ctx context.Context, pool *pgxpool.Pool, wakers map[string]*laneWaker, logger watermill.LoggerAdapter, ready chan<- struct{}) {
+	var once sync.Once
+	signalReady := func() { once.Do(func() { close(ready) }) }
+	defer signalReady()
+	for ctx.Err() == nil {
+		err := listenOnce(ctx, pool, wakers, signalReady)
+		if ctx.Err() != nil {
+			return
+		}
+		logger.Error("LISTEN connection lost, relying on polling until it is back", err, nil)
+		// Wake every lane: notifications may have been missed.
+		for _, w := range wakers {
+			w.notify()
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func listenOnce(ctx context.Context, pool *pgxpool.Pool, wakers map[string]*laneWaker, ready func()) error {
+	pooled, err := pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	// The connection carries LISTEN state: never hand it back to the pool.
+	conn := pooled.Hijack()
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, "LISTEN "+notifyChannel); err != nil {
+		return err
+	}
+	ready()
+	for {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
+			return err
+		}
+		if w, ok := wakers[n.Payload]; ok {
+			w.notify()
+		}
+	}
+}
