@@ -80,8 +80,8 @@ type BadgeAwarded struct {
 	envelope bus.Envelope
 }
 
-// NewBadgeAwarded returns a BadgeAwarded with a new envelope: a UUIDv7
-// id, the current time and UserID as the aggregate id.
+// NewBadgeAwarded returns a BadgeAwarded with a new envelope: a UUIDv7 id,
+// the current time and UserID as the aggregate id.
 func NewBadgeAwarded(badgeID uuid.UUID, userID uuid.UUID, reason string, awardedAt time.Time) BadgeAwarded {
 	e := events.BadgeAwarded{
 		BadgeID:   badgeID,
@@ -116,8 +116,8 @@ type LessonPublished struct {
 	envelope bus.Envelope
 }
 
-// NewLessonPublished returns a LessonPublished with a new envelope: a UUIDv7
-// id, the current time and LessonID as the aggregate id.
+// NewLessonPublished returns a LessonPublished with a new envelope: a
+// UUIDv7 id, the current time and LessonID as the aggregate id.
 func NewLessonPublished(lessonID uuid.UUID, authorID uuid.UUID, title string, publishedAt time.Time) LessonPublished {
 	e := events.LessonPublished{
 		LessonID:    lessonID,
@@ -188,8 +188,8 @@ type PulseCreated struct {
 	envelope bus.Envelope
 }
 
-// NewPulseCreated returns a PulseCreated with a new envelope: a UUIDv7
-// id, the current time and PulseID as the aggregate id.
+// NewPulseCreated returns a PulseCreated with a new envelope: a UUIDv7 id,
+// the current time and PulseID as the aggregate id.
 func NewPulseCreated(pulseID uuid.UUID, authorID uuid.UUID, title string, publishedAt time.Time) PulseCreated {
 	e := events.PulseCreated{
 		PulseID:     pulseID,
@@ -216,6 +216,14 @@ func (e PulseCreated) Envelope() bus.Envelope { return e.envelope }
 func (e PulseCreated) MarshalJSON() ([]byte, error) { return json.Marshal(e.PulseCreated) }
 
 func (PulseCreated) isEvent() {}
+
+// Every wrapper implements Event.
+var (
+	_ Event = BadgeAwarded{}
+	_ Event = LessonPublished{}
+	_ Event = PulseAnswered{}
+	_ Event = PulseCreated{}
+)
 
 // Handler handles every event of package events, one method per type.
 // Implementing it directly makes a newly declared event a compile error
@@ -261,8 +269,8 @@ func Dispatch(ctx context.Context, h Handler, ev bus.Event) error {
 	return fmt.Errorf("gen: dispatch: unknown event type %T: %w", ev, bus.ErrUnknownEvent)
 }
 
-// Registry returns the codec registry of package events' types, for the bus
-// runtime.
+// Registry returns the codec registry of the types of package events, for
+// the bus runtime.
 func Registry() *bus.Registry { return registry }
 
 var registry = bus.MustNewRegistry(

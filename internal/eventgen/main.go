@@ -1,0 +1,240 @@
+// Command eventgen generates the typed event code of an events package:
+// for each struct type marked with an //eventbus:event directive, a wrapper
+// type implementing bus.Event with its constructor, the sealed Event sum
+// type and its Kind discriminator, an exhaustive Handler with Dispatch, the
+// codec Registry, and optionally sqlc queries over the outbox with typed
+// wrappers.
+//
+// It runs from go generate in the events package's directory:
+//
+//	//go:generate go run github.com/edupulse/eventbus/internal/eventgen -out ../gen -queries ../gen/queries
+//
+// # Flags
+//
+//	-pkg pattern        the events package (default ".", the current directory)
+//	-out dir            the directory of the generated package (required)
+//	-package name       the generated package's name (default: the base name of -out)
+//	-queries dir        write one sqlc query file per event into dir
+//	-sqlc-package path  import path of the package sqlc generates from -queries;
+//	                    adds typed query wrappers (NewQueries) to the generated package
+//
+// # Output
+//
+// The generated package gets events_gen.go and, with -sqlc-package,
+// queries_gen.go; -queries gets <snake_case_type>.sql per event. Generated
+// files that are no longer produced are removed from both directories; only
+// files carrying eventgen's "Code generated" notice are ever removed or
+// overwritten. The sqlc queries expect sqlc's pgx/v5 driver with
+// emit_methods_with_db_argument: true.
+//
+// Any problem in the declarations (all are reported, with file:line:col)
+// makes eventgen exit with status 1 without writing anything.
+package main
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"golang.org/x/tools/go/packages"
+)
+
+func main() {
+	if err := run(os.Args[1:], os.Stderr); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}
+
+// options are the command-line flags.
+type options struct {
+	Pattern     string
+	Out         string
+	Package     string
+	Queries     string
+	SQLCPackage string
+}
+
+func parseFlags(args []string, stderr io.Writer) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("eventgen", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.Pattern, "pkg", ".", "the events `package` pattern")
+	fs.StringVar(&o.Out, "out", "", "the `directory` of the generated package (required)")
+	fs.StringVar(&o.Package, "package", "", "the generated package's `name` (default: the base name of -out)")
+	fs.StringVar(&o.Queries, "queries", "", "write sqlc query files into `directory`")
+	fs.StringVar(&o.SQLCPackage, "sqlc-package", "", "import `path` of the sqlc package generated from -queries; adds typed query wrappers")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: eventgen -out dir [-package name] [-queries dir [-sqlc-package path]] [-pkg pattern]")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("eventgen: unexpected arguments %q", fs.Args())
+	}
+	if o.Out == "" {
+		return o, errors.New("eventgen: -out is required")
+	}
+	return o, nil
+}
+
+func run(args []string, stderr io.Writer) error {
+	opts, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	wd, err := os.Getwd()
+	if err != nil {
+		return err
+	}
+	pkg, err := load(wd, opts.Pattern)
+	if err != nil {
+		return err
+	}
+	files, err := generate(config{
+		Events:      pkg,
+		BaseDir:     wd,
+		Out:         filepath.ToSlash(opts.Out),
+		Package:     opts.Package,
+		Queries:     filepath.ToSlash(opts.Queries),
+		SQLCPackage: opts.SQLCPackage,
+	})
+	if err != nil {
+		return err
+	}
+	dirs := []string{opts.Out}
+	if opts.Queries != "" {
+		dirs = append(dirs, opts.Queries)
+	}
+	return write(files, dirs)
+}
+
+// loadMode is what the generator needs of the events package.
+const loadMode = packages.NeedName | packages.NeedTypes | packages.NeedSyntax | packages.NeedTypesInfo | packages.NeedFiles
+
+// load loads the one package matching pattern, from dir.
+func load(dir, pattern string) (*packages.Package, error) {
+	pkgs, err := packages.Load(&packages.Config{Mode: loadMode, Dir: dir}, pattern)
+	if err != nil {
+		return nil, fmt.Errorf("eventgen: load %s: %w", pattern, err)
+	}
+	if len(pkgs) != 1 {
+		return nil, fmt.Errorf("eventgen: pattern %q matches %d packages, want 1", pattern, len(pkgs))
+	}
+	pkg := pkgs[0]
+	if len(pkg.Errors) > 0 {
+		var errs []error
+		for _, e := range pkg.Errors {
+			errs = append(errs, e)
+		}
+		return nil, fmt.Errorf("eventgen: load %s:\n%w", pattern, errors.Join(errs...))
+	}
+	return pkg, nil
+}
+
+// write writes the files (skipping those whose contents are unchanged) and
+// removes the files of dirs that carry an eventgen notice but were not
+// generated this time.
+func write(files map[string][]byte, dirs []string) error {
+	want := make(map[string]bool, len(files))
+	names := make([]string, 0, len(files))
+	for name := range files {
+		names = append(names, name)
+		want[filepath.Clean(filepath.FromSlash(name))] = true
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		p := filepath.FromSlash(name)
+		if old, err := os.ReadFile(p); err == nil && bytes.Equal(old, files[name]) {
+			continue
+		}
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return err
+		}
+		if err := writeFile(p, files[name]); err != nil {
+			return err
+		}
+	}
+	for _, dir := range dirs {
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			return err
+		}
+		for _, e := range entries {
+			p := filepath.Join(dir, e.Name())
+			if e.IsDir() || want[filepath.Clean(p)] {
+				continue
+			}
+			stale, err := isGenerated(p)
+			if err != nil {
+				return err
+			}
+			if stale {
+				if err := os.Remove(p); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// writeFile replaces a file through a temporary file, so that an
+// interrupted run leaves either the old or the new contents.
+func writeFile(name string, data []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(name), ".eventgen-*")
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return err
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(f.Name())
+		return err
+	}
+	if err := os.Chmod(f.Name(), 0o644); err != nil {
+		os.Remove(f.Name())
+		return err
+	}
+	return os.Rename(f.Name(), name)
+}
+
+// isGenerated reports whether a file was written by eventgen: a Go file
+// whose first line is the Go notice, or a .sql file holding the SQL
+// notice on a line of its own.
+func isGenerated(name string) (bool, error) {
+	switch filepath.Ext(name) {
+	case ".go":
+		data, err := os.ReadFile(name)
+		if err != nil {
+			return false, err
+		}
+		first, _, _ := strings.Cut(string(data), "\n")
+		return strings.TrimRight(first, "\r") == goNotice, nil
+	case ".sql":
+		data, err := os.ReadFile(name)
+		if err != nil {
+			return false, err
+		}
+		for line := range strings.Lines(string(data)) {
+			if strings.TrimRight(line, "\r\n") == sqlNotice {
+				return true, nil
+			}
+		}
+	}
+	return false, nil
+}
