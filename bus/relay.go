@@ -47,8 +47,10 @@ const (
 
 // RelayConfig configures a Relay. Zero values take the documented defaults.
 type RelayConfig struct {
-	// Pool is the PostgreSQL pool the outbox lives in. It needs a connection
-	// per relayed lane plus two (LISTEN and the cleaner). Required.
+	// Pool is the PostgreSQL pool the outbox lives in. Required. The relay
+	// opens a pool of its own with Pool's configuration, sized for it: one
+	// connection per lane (each lane holds one while it relays a batch),
+	// plus LISTEN and the cleaner.
 	Pool *pgxpool.Pool
 	// Publisher receives the events: any Watermill publisher (a broker
 	// adapter, GoChannel, watermill-sql). Required. The relay does not
@@ -199,11 +201,15 @@ func (r *Relay) Run(ctx context.Context) error {
 			lanes = append(lanes, i)
 		}
 	}
-	if max := r.cfg.Pool.Config().MaxConns; int(max) < len(lanes)+minPoolConnsBesidesLanes {
-		return fmt.Errorf("bus: relay: pool MaxConns %d is too small for %d lanes: need at least %d", max, len(lanes), len(lanes)+minPoolConnsBesidesLanes)
+	poolCfg := r.cfg.Pool.Config().Copy()
+	poolCfg.MaxConns = int32(len(lanes) + minPoolConnsBesidesLanes)
+	poolCfg.MinConns = 0
+	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
+	if err != nil {
+		return fmt.Errorf("bus: relay: open pool: %w", err)
 	}
-
-	sqlDB := stdlib.OpenDBFromPool(r.cfg.Pool)
+	defer pool.Close()
+	sqlDB := stdlib.OpenDBFromPool(pool)
 	defer sqlDB.Close()
 
 	// runCtx outlives ctx while the lanes drain: on ctx's end, lanes stop
@@ -217,7 +223,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	for _, lane := range lanes {
 		w := newLaneWaker(runCtx, draining, r.cfg.PollInterval, r.cfg.RetryInterval)
 		wakers["watermill_"+schema.LaneTopic(lane)] = w
-		f, err := r.newLaneForwarder(sqlDB, lane, w)
+		f, err := r.newLaneForwarder(pool, sqlDB, lane, w)
 		if err != nil {
 			return err
 		}
@@ -238,7 +244,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	})
 	if !r.cfg.DisableNotify {
 		ready := make(chan struct{})
-		g.Go(func() error { listen(gctx, r.cfg.Pool, wakers, r.logger, ready); return nil })
+		g.Go(func() error { listen(gctx, pool, wakers, r.logger, ready); return nil })
 		select {
 		case <-ready:
 		case <-gctx.Done():
@@ -253,7 +259,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		})
 	}
 	if r.cfg.Retention > 0 {
-		g.Go(func() error { r.clean(gctx, lanes); return nil })
+		g.Go(func() error { r.clean(gctx, pool, lanes); return nil })
 	}
 	// Wake every lane once: there may be a backlog from before the start.
 	for _, w := range wakers {
@@ -277,7 +283,7 @@ func (r *Relay) awaitIdle(wakers map[string]*laneWaker) {
 	}
 }
 
-func (r *Relay) newLaneForwarder(sqlDB *sql.DB, lane int, waker *laneWaker) (*forwarder.Forwarder, error) {
+func (r *Relay) newLaneForwarder(pool *pgxpool.Pool, sqlDB *sql.DB, lane int, waker *laneWaker) (*forwarder.Forwarder, error) {
 	topic := schema.LaneTopic(lane)
 	logger := r.logger.With(watermill.LogFields{"lane": lane})
 	ackDeadline := r.cfg.AckDeadline
@@ -296,7 +302,7 @@ func (r *Relay) newLaneForwarder(sqlDB *sql.DB, lane int, waker *laneWaker) (*fo
 	if err != nil {
 		return nil, fmt.Errorf("bus: relay: lane %d subscriber: %w", lane, err)
 	}
-	poison, err := middleware.PoisonQueueWithFilter(&deadLetterSink{pool: r.cfg.Pool, q: r.q, logger: logger}, deadLetterTopic, IsPermanent)
+	poison, err := middleware.PoisonQueueWithFilter(&deadLetterSink{pool: pool, q: r.q, logger: logger}, deadLetterTopic, IsPermanent)
 	if err != nil {
 		return nil, fmt.Errorf("bus: relay: %w", err)
 	}
@@ -355,7 +361,7 @@ func validateOutboxRow(h message.HandlerFunc) message.HandlerFunc {
 }
 
 // clean deletes relayed rows older than the retention, every CleanInterval.
-func (r *Relay) clean(ctx context.Context, lanes []int) {
+func (r *Relay) clean(ctx context.Context, pool *pgxpool.Pool, lanes []int) {
 	t := time.NewTicker(r.cfg.CleanInterval)
 	defer t.Stop()
 	for {
@@ -364,7 +370,7 @@ func (r *Relay) clean(ctx context.Context, lanes []int) {
 			return
 		case <-t.C:
 		}
-		if _, err := r.CleanOnce(ctx, lanes); err != nil && ctx.Err() == nil {
+		if _, err := r.cleanOnce(ctx, pool, lanes); err != nil && ctx.Err() == nil {
 			r.logger.Error("Outbox cleaner failed", err, nil)
 		}
 	}
@@ -373,9 +379,13 @@ func (r *Relay) clean(ctx context.Context, lanes []int) {
 // CleanOnce deletes, in the given lanes, the rows older than the retention
 // that the relay's consumer group has acknowledged, and returns how many.
 func (r *Relay) CleanOnce(ctx context.Context, lanes []int) (int64, error) {
+	return r.cleanOnce(ctx, r.cfg.Pool, lanes)
+}
+
+func (r *Relay) cleanOnce(ctx context.Context, pool *pgxpool.Pool, lanes []int) (int64, error) {
 	var total int64
 	for _, lane := range lanes {
-		n, err := r.q.DeleteRelayedBefore(ctx, r.cfg.Pool, db.DeleteRelayedBeforeParams{
+		n, err := r.q.DeleteRelayedBefore(ctx, pool, db.DeleteRelayedBeforeParams{
 			Lane:          int32(lane),
 			ConsumerGroup: r.cfg.ConsumerGroup,
 			OlderThan:     pgtype.Interval{Microseconds: r.cfg.Retention.Microseconds(), Valid: true},

@@ -1,0 +1,154 @@
+// Package broker opens a message broker from a URL, so that an application
+// swaps brokers by configuration alone.
+//
+// Each broker adapter lives in its own package and registers its URL
+// schemes when imported, as database/sql drivers do; an application
+// compiles only the clients it imports:
+//
+//	import _ "github.com/edupulse/eventbus/bus/broker/natsbroker"
+//
+//	b, err := broker.Open(ctx, os.Getenv("EVENTBUS_BROKER"), broker.Options{})
+//
+// The adapters shipped with eventbus, by scheme: gochannel (in process),
+// nats (JetStream), amqp (RabbitMQ), kafka, redis (streams) and postgres
+// (watermill-sql as the broker). Every adapter uses the message's
+// aggregate id (metadata bus.MetadataAggregateID) as its partition or
+// routing key where the broker has one.
+package broker
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+)
+
+// EnvBroker is the environment variable conventionally holding the broker
+// URL.
+const EnvBroker = "EVENTBUS_BROKER"
+
+// Broker is an open connection to a message broker.
+type Broker interface {
+	// Publisher returns the broker's publisher. It is safe for concurrent
+	// use and owned by the Broker: do not close it.
+	Publisher() message.Publisher
+	// Subscriber returns a subscriber for a consumer group: subscribers of
+	// one group share the messages of a topic (each message goes to one of
+	// them), different groups each get every message. The Broker closes
+	// it on Close.
+	Subscriber(group string) (message.Subscriber, error)
+	// Close releases the broker's connections.
+	Close() error
+}
+
+// Options configures Open; adapters read what applies to them.
+type Options struct {
+	// Logger receives the adapter's logs. Defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Driver opens a broker from a parsed URL. Adapters register one per
+// scheme.
+type Driver func(ctx context.Context, u *url.URL, opts Options) (Broker, error)
+
+var (
+	driversMu sync.RWMutex
+	drivers   = map[string]Driver{}
+)
+
+// Register makes a driver available under a URL scheme. It panics if the
+// scheme is registered twice or the driver is nil, like sql.Register.
+func Register(scheme string, d Driver) {
+	driversMu.Lock()
+	defer driversMu.Unlock()
+	if d == nil {
+		panic("broker: Register driver is nil")
+	}
+	if _, dup := drivers[scheme]; dup {
+		panic("broker: Register called twice for scheme " + scheme)
+	}
+	drivers[scheme] = d
+}
+
+// Schemes returns the registered schemes, sorted.
+func Schemes() []string {
+	driversMu.RLock()
+	defer driversMu.RUnlock()
+	s := make([]string, 0, len(drivers))
+	for k := range drivers {
+		s = append(s, k)
+	}
+	slices.Sort(s)
+	return s
+}
+
+// ErrUnknownScheme is returned by Open for a scheme no imported adapter
+// registered.
+var ErrUnknownScheme = errors.New("unknown broker scheme")
+
+// Open opens the broker a URL names, such as "nats://127.0.0.1:4222" or
+// "gochannel://". Errors never contain the URL's password.
+func Open(ctx context.Context, rawURL string, opts Options) (Broker, error) {
+	if rawURL == "" {
+		return nil, fmt.Errorf("broker: empty URL (set %s, e.g. gochannel:// or nats://127.0.0.1:4222)", EnvBroker)
+	}
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		// url.Parse's error quotes the input: don't let a password through.
+		return nil, fmt.Errorf("broker: malformed URL %q", Redact(rawURL))
+	}
+	driversMu.RLock()
+	d, ok := drivers[u.Scheme]
+	driversMu.RUnlock()
+	if !ok {
+		return nil, fmt.Errorf("broker: %w %q in %s; available: %s (import the adapter package, e.g. _ \"github.com/edupulse/eventbus/bus/broker/natsbroker\")",
+			ErrUnknownScheme, u.Scheme, Redact(rawURL), strings.Join(Schemes(), ", "))
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	b, err := d(ctx, u, opts)
+	if err != nil {
+		return nil, fmt.Errorf("broker: open %s: %s", Redact(rawURL), RedactError(err, u))
+	}
+	return b, nil
+}
+
+// OpenFromEnv opens the broker named by $EVENTBUS_BROKER, or fallback when
+// it is unset.
+func OpenFromEnv(ctx context.Context, fallback string, opts Options) (Broker, error) {
+	return Open(ctx, cmp.Or(os.Getenv(EnvBroker), fallback), opts)
+}
+
+// Redact returns the URL with its password replaced by "xxxxx", for logs
+// and errors. A string that does not parse is reduced to its scheme.
+func Redact(rawURL string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		if i := strings.Index(rawURL, "://"); i > 0 {
+			return rawURL[:i] + "://(unparsable)"
+		}
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
+}
+
+// RedactError returns err's text with u's password, if any, replaced.
+func RedactError(err error, u *url.URL) string {
+	s := err.Error()
+	if u == nil || u.User == nil {
+		return s
+	}
+	if p, ok := u.User.Password(); ok && p != "" {
+		s = strings.ReplaceAll(s, p, "xxxxx")
+	}
+	return s
+}

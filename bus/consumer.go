@@ -1,0 +1,410 @@
+package bus
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/edupulse/eventbus/internal/db"
+)
+
+// Defaults of ConsumerConfig.
+const (
+	DeadLetterTopicDefault        = "eventbus_dead_letters"
+	ConsumerMaxRetriesDefault     = 5
+	HandlerTimeoutDefault         = 30 * time.Second
+	InboxRetentionDefault         = 7 * 24 * time.Hour
+	InboxCleanIntervalDefault     = 10 * time.Minute
+	consumerBackoffInitialDefault = 100 * time.Millisecond
+	consumerBackoffMaxDefault     = 5 * time.Second
+	// MetadataDeadLetterReason holds, on a dead-lettered message, why it was
+	// dead-lettered (Watermill's poison-queue key).
+	MetadataDeadLetterReason = middleware.ReasonForPoisonedKey
+)
+
+// ConsumerConfig configures a Consumer. Zero values take the documented
+// defaults.
+type ConsumerConfig struct {
+	// Registry decodes messages into typed events. Required.
+	Registry *Registry
+	// Subscriber reads the broker, usually broker.Broker.Subscriber(Group).
+	// Required. The consumer closes it when Run returns.
+	Subscriber message.Subscriber
+	// Group names the consumer: its inbox rows, its handler names, its
+	// logs. Required.
+	Group string
+	// Topics lists the broker topics to consume. Defaults to every wire
+	// name of the registry, matching the outbox's default routing
+	// (TopicByEventName).
+	Topics []string
+	// DeadLetter receives messages that cannot be decoded (unknown wire
+	// name or version, malformed payload) and messages whose handlers kept
+	// failing, on DeadLetterTopic, with the reason in their metadata
+	// (MetadataDeadLetterReason). Usually the broker's publisher. Required:
+	// a message is never acked silently.
+	DeadLetter message.Publisher
+	// DeadLetterTopic defaults to "eventbus_dead_letters".
+	DeadLetterTopic string
+	// Pool is the database of the inbox, required by OnTx handlers.
+	Pool *pgxpool.Pool
+	// Outbox publishes the events OnTx handlers return, in their
+	// transaction. Required when an OnTx handler returns events.
+	Outbox *Outbox
+	// MaxRetries is the number of retries of a failing handler before the
+	// message is dead-lettered. Defaults to 5.
+	MaxRetries int
+	// BackoffInitial and BackoffMax bound the backoff between retries.
+	// Default to 100 milliseconds and 5 seconds.
+	BackoffInitial time.Duration
+	BackoffMax     time.Duration
+	// HandlerTimeout bounds one attempt of the handlers of one message.
+	// Defaults to 30 seconds.
+	HandlerTimeout time.Duration
+	// InboxRetention is how long inbox rows are kept: a redelivery older
+	// than that is no longer recognised. Defaults to 7 days; negative
+	// disables the inbox cleaner.
+	InboxRetention time.Duration
+	// InboxCleanInterval defaults to 10 minutes.
+	InboxCleanInterval time.Duration
+	// TracerProvider makes the consumer's spans, which continue the
+	// producer's trace (the traceparent metadata). Defaults to the global
+	// OpenTelemetry provider.
+	TracerProvider trace.TracerProvider
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// Middlewares are extra Watermill handler middlewares, run inside the
+	// consumer's (dead letter, retry, timeout, panic recovery).
+	Middlewares []message.HandlerMiddleware
+	// CloseTimeout bounds the wait for handlers when Run's context ends.
+	// Defaults to 30 seconds.
+	CloseTimeout time.Duration
+}
+
+func (c *ConsumerConfig) setDefaults() {
+	c.DeadLetterTopic = cmp.Or(c.DeadLetterTopic, DeadLetterTopicDefault)
+	c.MaxRetries = cmp.Or(c.MaxRetries, ConsumerMaxRetriesDefault)
+	c.BackoffInitial = cmp.Or(c.BackoffInitial, consumerBackoffInitialDefault)
+	c.BackoffMax = cmp.Or(c.BackoffMax, consumerBackoffMaxDefault)
+	c.HandlerTimeout = cmp.Or(c.HandlerTimeout, HandlerTimeoutDefault)
+	c.InboxRetention = cmp.Or(c.InboxRetention, InboxRetentionDefault)
+	c.InboxCleanInterval = cmp.Or(c.InboxCleanInterval, InboxCleanIntervalDefault)
+	c.CloseTimeout = cmp.Or(c.CloseTimeout, ShutdownTimeoutDefault)
+	if len(c.Topics) == 0 && c.Registry != nil {
+		c.Topics = c.Registry.Names()
+	}
+	if c.TracerProvider == nil {
+		c.TracerProvider = otel.GetTracerProvider()
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Validate reports every problem of the configuration.
+func (c ConsumerConfig) Validate() error {
+	var errs []error
+	if c.Registry == nil {
+		errs = append(errs, errors.New("nil Registry"))
+	}
+	if c.Subscriber == nil {
+		errs = append(errs, errors.New("nil Subscriber"))
+	}
+	if c.Group == "" {
+		errs = append(errs, errors.New("empty Group"))
+	}
+	if c.DeadLetter == nil {
+		errs = append(errs, errors.New("nil DeadLetter publisher"))
+	}
+	if c.MaxRetries < 0 {
+		errs = append(errs, fmt.Errorf("negative MaxRetries %d", c.MaxRetries))
+	}
+	if c.HandlerTimeout < 0 || c.BackoffInitial < 0 || c.BackoffMax < 0 || c.CloseTimeout < 0 {
+		errs = append(errs, errors.New("negative duration"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("bus: invalid consumer config: %w", err)
+	}
+	return nil
+}
+
+// ConsumerStats counts what a consumer did since it was made.
+type ConsumerStats struct {
+	// Handled counts messages whose handlers all succeeded (duplicates
+	// included).
+	Handled int64
+	// Failed counts failed handler attempts.
+	Failed int64
+	// Duplicates counts messages the inbox recognised as already handled.
+	Duplicates int64
+	// DeadLettered counts messages sent to the dead-letter topic.
+	DeadLettered int64
+}
+
+type handlerFunc func(ctx context.Context, ev Event) error
+
+type txHandlerFunc func(ctx context.Context, tx pgx.Tx, ev Event) ([]Event, error)
+
+// Consumer subscribes to a broker and hands typed events to handlers.
+//
+// Delivery is at least once. Handlers registered with On may see an event
+// more than once; handlers registered with OnTx run in a database
+// transaction that also records the event in the inbox, so their effects
+// happen once per event: a redelivered event is recognised and skipped.
+//
+// Register handlers before Run; a Consumer runs once.
+type Consumer struct {
+	cfg    ConsumerConfig
+	logger watermill.LoggerAdapter
+	tracer trace.Tracer
+	q      *db.Queries
+
+	mu         sync.Mutex
+	plain      map[string][]handlerFunc // by wire name; "" is any event
+	tx         map[string][]txHandlerFunc
+	stopping   atomic.Bool
+	router     *message.Router
+	handled    atomic.Int64
+	failed     atomic.Int64
+	duplicates atomic.Int64
+	dead       atomic.Int64
+}
+
+// NewConsumer validates cfg and returns a Consumer.
+func NewConsumer(cfg ConsumerConfig) (*Consumer, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.setDefaults()
+	logger := watermill.NewSlogLogger(cfg.Logger.With("consumer_group", cfg.Group))
+	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: cfg.CloseTimeout}, logger)
+	if err != nil {
+		return nil, fmt.Errorf("bus: consumer: %w", err)
+	}
+	return &Consumer{
+		cfg: cfg, logger: logger, q: db.New(), router: router,
+		tracer: cfg.TracerProvider.Tracer("github.com/edupulse/eventbus/bus"),
+		plain:  map[string][]handlerFunc{}, tx: map[string][]txHandlerFunc{},
+	}, nil
+}
+
+// On registers fn for events of type T. fn may run more than once for one
+// event (at-least-once delivery); use OnTx for exactly-once effects.
+func On[T Event](c *Consumer, fn func(ctx context.Context, ev T) error) {
+	name := (*new(T)).EventName()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.plain[name] = append(c.plain[name], func(ctx context.Context, ev Event) error {
+		return fn(ctx, ev.(T))
+	})
+}
+
+// OnTx registers fn for events of type T, run in a transaction on the
+// consumer's Pool that first records (group, event id) in the inbox. If the
+// inbox already holds the event, fn is skipped and the message acked. The
+// events fn returns are published through the Outbox in the same
+// transaction (chained events). Effects of fn and the inbox mark commit
+// together, then the message is acked.
+func OnTx[T Event](c *Consumer, fn func(ctx context.Context, tx pgx.Tx, ev T) ([]Event, error)) {
+	name := (*new(T)).EventName()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.tx[name] = append(c.tx[name], func(ctx context.Context, tx pgx.Tx, ev Event) ([]Event, error) {
+		return fn(ctx, tx, ev.(T))
+	})
+}
+
+// OnAny registers fn for every event; generated code passes its exhaustive
+// dispatcher here: c.OnAny(func(ctx context.Context, ev bus.Event) error {
+// return gen.Dispatch(ctx, handler, ev) }).
+func (c *Consumer) OnAny(fn func(ctx context.Context, ev Event) error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.plain[""] = append(c.plain[""], fn)
+}
+
+// OnAnyTx is OnTx for every event.
+func (c *Consumer) OnAnyTx(fn func(ctx context.Context, tx pgx.Tx, ev Event) ([]Event, error)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.tx[""] = append(c.tx[""], fn)
+}
+
+// Stats returns the consumer's counters.
+func (c *Consumer) Stats() ConsumerStats {
+	return ConsumerStats{Handled: c.handled.Load(), Failed: c.failed.Load(), Duplicates: c.duplicates.Load(), DeadLettered: c.dead.Load()}
+}
+
+// Running is closed once the consumer has subscribed to every topic.
+func (c *Consumer) Running() <-chan struct{} { return c.router.Running() }
+
+// Run consumes until ctx ends, then waits for the handlers in flight (at
+// most CloseTimeout) and returns.
+func (c *Consumer) Run(ctx context.Context) error {
+	c.mu.Lock()
+	needTx := len(c.tx) > 0
+	c.mu.Unlock()
+	if needTx && c.cfg.Pool == nil {
+		return errors.New("bus: consumer: OnTx handlers need ConsumerConfig.Pool")
+	}
+	poison, err := middleware.PoisonQueueWithFilter(deadLetterCounter{c}, c.cfg.DeadLetterTopic,
+		func(error) bool { return !c.stopping.Load() })
+	if err != nil {
+		return fmt.Errorf("bus: consumer: %w", err)
+	}
+	retry := middleware.Retry{
+		MaxRetries:          c.cfg.MaxRetries,
+		InitialInterval:     c.cfg.BackoffInitial,
+		MaxInterval:         c.cfg.BackoffMax,
+		Multiplier:          backoffMultiplierDefault,
+		RandomizationFactor: backoffRandomization,
+		ShouldRetry: func(p middleware.RetryParams) bool {
+			c.failed.Add(1)
+			if p.RetryNum == 0 {
+				c.logger.Info("Handler failed, retrying", watermill.LogFields{"error": p.Err.Error(), "permanent": IsPermanent(p.Err)})
+			}
+			return !IsPermanent(p.Err) && !c.stopping.Load()
+		},
+		ResetContextOnRetry: true,
+	}
+	mws := []message.HandlerMiddleware{poison, retry.Middleware, middleware.Timeout(c.cfg.HandlerTimeout), middleware.Recoverer}
+	mws = append(mws, c.cfg.Middlewares...)
+	for _, topic := range c.cfg.Topics {
+		h := c.router.AddConsumerHandler(c.cfg.Group+"/"+topic, topic, c.cfg.Subscriber, c.handle)
+		h.AddMiddleware(mws...)
+	}
+	if c.cfg.Pool != nil && c.cfg.InboxRetention > 0 {
+		cleanCtx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		go c.cleanInbox(cleanCtx)
+	}
+	go func() {
+		<-ctx.Done()
+		c.stopping.Store(true)
+	}()
+	err = c.router.Run(ctx)
+	if err != nil && ctx.Err() == nil {
+		return fmt.Errorf("bus: consumer %s: %w", c.cfg.Group, err)
+	}
+	return nil
+}
+
+// handle decodes a message and runs its handlers.
+func (c *Consumer) handle(msg *message.Message) error {
+	ctx := propagation.TraceContext{}.Extract(msg.Context(), propagation.MapCarrier(msg.Metadata))
+	ev, err := c.cfg.Registry.Decode(msg)
+	if err != nil {
+		return Permanent(err)
+	}
+	ctx, span := c.tracer.Start(ctx, "eventbus consume "+ev.EventName(),
+		trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(
+			attribute.String("messaging.message.id", msg.UUID),
+			attribute.String("messaging.consumer.group.name", c.cfg.Group),
+			attribute.String("eventbus.event.name", ev.EventName()),
+			attribute.String("eventbus.aggregate.id", ev.Envelope().AggregateID),
+		))
+	defer span.End()
+	if err := c.dispatch(ctx, ev); err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+		return err
+	}
+	c.handled.Add(1)
+	return nil
+}
+
+func (c *Consumer) dispatch(ctx context.Context, ev Event) error {
+	c.mu.Lock()
+	plain := slices.Concat(c.plain[ev.EventName()], c.plain[""])
+	txs := slices.Concat(c.tx[ev.EventName()], c.tx[""])
+	c.mu.Unlock()
+	for _, h := range plain {
+		if err := h(ctx, ev); err != nil {
+			return fmt.Errorf("handle %s %s: %w", ev.EventName(), ev.Envelope().ID, err)
+		}
+	}
+	if len(txs) == 0 {
+		return nil
+	}
+	return pgx.BeginFunc(ctx, c.cfg.Pool, func(tx pgx.Tx) error {
+		claimed, err := c.q.ClaimInbox(ctx, tx, db.ClaimInboxParams{ConsumerGroup: c.cfg.Group, EventID: uuidToPg(ev.Envelope().ID)})
+		if err != nil {
+			return fmt.Errorf("inbox: %w", err)
+		}
+		if claimed == 0 {
+			c.duplicates.Add(1)
+			return nil
+		}
+		for _, h := range txs {
+			chained, err := h(ctx, tx, ev)
+			if err != nil {
+				return fmt.Errorf("handle %s %s: %w", ev.EventName(), ev.Envelope().ID, err)
+			}
+			if len(chained) > 0 {
+				if c.cfg.Outbox == nil {
+					return Permanent(fmt.Errorf("handle %s: the handler returned events but ConsumerConfig.Outbox is nil", ev.EventName()))
+				}
+				if err := c.cfg.Outbox.Publish(ctx, tx, chained...); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+}
+
+func uuidToPg(id uuid.UUID) pgtype.UUID { return pgtype.UUID{Bytes: id, Valid: true} }
+
+// cleanInbox deletes inbox rows older than the retention, periodically.
+func (c *Consumer) cleanInbox(ctx context.Context) {
+	t := time.NewTicker(c.cfg.InboxCleanInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		before := pgtype.Timestamptz{Time: time.Now().Add(-c.cfg.InboxRetention), Valid: true}
+		if _, err := c.q.DeleteInboxBefore(ctx, c.cfg.Pool, before); err != nil && ctx.Err() == nil {
+			c.logger.Error("Inbox cleaner failed", err, nil)
+		}
+	}
+}
+
+// deadLetterCounter counts dead-lettered messages on their way to the
+// dead-letter publisher.
+type deadLetterCounter struct{ c *Consumer }
+
+func (d deadLetterCounter) Publish(topic string, msgs ...*message.Message) error {
+	if err := d.c.cfg.DeadLetter.Publish(topic, msgs...); err != nil {
+		return err
+	}
+	d.c.dead.Add(int64(len(msgs)))
+	for _, m := range msgs {
+		d.c.logger.Error("Message dead-lettered", errors.New(m.Metadata.Get(middleware.ReasonForPoisonedKey)),
+			watermill.LogFields{"uuid": m.UUID, "topic": topic, "event_name": m.Metadata.Get(MetadataName)})
+	}
+	return nil
+}
+
+func (d deadLetterCounter) Close() error { return nil }
