@@ -138,6 +138,9 @@ func Redact(rawURL string) string {
 		}
 		return "(unparsable URL)"
 	}
+	if _, has := u.User.Password(); !has {
+		return rawURL
+	}
 	return u.Redacted()
 }
 
