@@ -1,0 +1,116 @@
+package schema_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+
+	"github.com/edupulse/eventbus/internal/pgtest"
+	"github.com/edupulse/eventbus/schema"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+func TestMigrateTwiceIsANoop(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := pgtest.NewPool(t)
+
+	if _, err := schema.Lanes(ctx, pool); !errors.Is(err, schema.ErrNotMigrated) {
+		t.Fatalf("Lanes before Migrate: %v, want ErrNotMigrated", err)
+	}
+	ms, err := schema.Migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := schema.Migrate(ctx, pool, schema.Options{})
+	if err != nil {
+		t.Fatalf("first migrate: %v", err)
+	}
+	var want []int
+	for _, m := range ms {
+		want = append(want, m.Version)
+	}
+	if !slices.Equal(first.Applied, want) || first.Lanes != schema.LanesDefault {
+		t.Fatalf("first migrate = %+v, want applied %v and %d lanes", first, want, schema.LanesDefault)
+	}
+	second, err := schema.Migrate(ctx, pool, schema.Options{})
+	if err != nil {
+		t.Fatalf("second migrate: %v", err)
+	}
+	if len(second.Applied) != 0 || second.Lanes != schema.LanesDefault {
+		t.Fatalf("second migrate = %+v, want nothing applied", second)
+	}
+	var tables int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_tables WHERE tablename LIKE 'watermill_eventbus_lane_%'`).Scan(&tables); err != nil {
+		t.Fatal(err)
+	}
+	if tables != schema.LanesDefault {
+		t.Fatalf("%d lane tables, want %d", tables, schema.LanesDefault)
+	}
+}
+
+func TestMigrateConcurrently(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := pgtest.NewPool(t)
+	errs := make(chan error, 4)
+	for range 4 {
+		go func() {
+			_, err := schema.Migrate(ctx, pool, schema.Options{Lanes: 2})
+			errs <- err
+		}()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatalf("concurrent migrate: %v", err)
+		}
+	}
+	if n, err := schema.Lanes(ctx, pool); err != nil || n != 2 {
+		t.Fatalf("lanes = %d, %v; want 2", n, err)
+	}
+}
+
+func TestMigrateExistingDatabaseKeepsDataAndGrowsLanes(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := pgtest.NewPool(t)
+	// An existing application database with tables of its own.
+	if _, err := pool.Exec(ctx, `CREATE TABLE pulses (id int primary key); INSERT INTO pulses VALUES (1), (2)`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := schema.Migrate(ctx, pool, schema.Options{Lanes: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `INSERT INTO watermill_eventbus_lane_1 (uuid, payload, transaction_id) VALUES ('x', '{}', pg_current_xact_id())`); err != nil {
+		t.Fatal(err)
+	}
+	res, err := schema.Migrate(ctx, pool, schema.Options{Lanes: 3})
+	if err != nil {
+		t.Fatalf("grow lanes: %v", err)
+	}
+	if res.Lanes != 3 {
+		t.Fatalf("lanes = %d, want 3", res.Lanes)
+	}
+	var pulses, lane1, viaParent int
+	if err := pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM pulses), (SELECT count(*) FROM watermill_eventbus_lane_1),
+		(SELECT count(*) FROM eventbus_outbox WHERE lane = 1)`).Scan(&pulses, &lane1, &viaParent); err != nil {
+		t.Fatal(err)
+	}
+	if pulses != 2 || lane1 != 1 || viaParent != 1 {
+		t.Fatalf("after migrate: pulses %d, lane 1 rows %d, parent sees %d; want 2, 1, 1", pulses, lane1, viaParent)
+	}
+	if _, err := schema.Migrate(ctx, pool, schema.Options{Lanes: 1}); err == nil {
+		t.Fatal("shrinking lanes succeeded, want an error")
+	}
+	if err := (schema.Options{Lanes: schema.LanesMax + 1}).Validate(); err == nil {
+		t.Fatal("Validate accepted too many lanes")
+	}
+}
+
+func TestLaneTopic(t *testing.T) {
+	if got := schema.LaneTopic(3); got != "eventbus_lane_3" {
+		t.Fatalf("LaneTopic(3) = %q", got)
+	}
+}
