@@ -1,0 +1,187 @@
+package bus_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/edupulse/eventbus/bus"
+	"github.com/edupulse/eventbus/gen"
+)
+
+// startConsumer runs c until the test ends.
+func startConsumer(t *testing.T, c *bus.Consumer) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("consumer: %v", err)
+		}
+	})
+	select {
+	case <-c.Running():
+	case err := <-done:
+		t.Fatalf("consumer stopped: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("consumer did not start")
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestConsumerTypedHandlersRetriesAndDeadLetters(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	gc := newGoChannel(t)
+	dead := newGoChannel(t)
+	deadSub, err := dead.Subscribe(ctx, bus.DeadLetterTopicDefault)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadCh := make(chan *message.Message, 8)
+	go func() { // ack at once: the GoChannel blocks the publisher until then
+		for m := range deadSub {
+			m.Ack()
+			deadCh <- m
+		}
+	}()
+	c, err := bus.NewConsumer(bus.ConsumerConfig{Registry: gen.Registry(), Subscriber: gc, Group: "typed",
+		DeadLetter: dead, Logger: testLogger(), MaxRetries: 2, BackoffInitial: time.Millisecond, BackoffMax: 5 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var created, answered, flaky, panics atomic.Int64
+	bus.On(c, func(ctx context.Context, e gen.PulseCreated) error {
+		switch e.Title {
+		case "flaky": // fails twice, then succeeds: retried in place
+			if flaky.Add(1) <= 2 {
+				return errors.New("transient")
+			}
+		case "always fails":
+			return errors.New("handler is broken for this one")
+		case "panics":
+			panics.Add(1)
+			panic("boom")
+		}
+		created.Add(1)
+		return nil
+	})
+	bus.On(c, func(ctx context.Context, e gen.PulseAnswered) error { answered.Add(1); return nil })
+	startConsumer(t, c)
+
+	publish := func(ev bus.Event) {
+		t.Helper()
+		msg, err := gen.Registry().NewMessage(ctx, ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() { _ = gc.Publish(ev.EventName(), msg) }() // blocks until acked
+	}
+	publish(pulseCreated(uuid.New(), "flaky"))
+	publish(pulseCreated(uuid.New(), "always fails"))
+	publish(pulseCreated(uuid.New(), "panics"))
+	publish(pulseCreated(uuid.New(), "fine"))
+	publish(pulseAnswered(uuid.New()))
+	waitFor(t, "handled events", func() bool { return created.Load() == 2 && answered.Load() == 1 })
+
+	reasons := map[string]bool{}
+	for range 2 {
+		select {
+		case m := <-deadCh:
+			reasons[m.Metadata.Get(bus.MetadataDeadLetterReason)] = true
+		case <-time.After(15 * time.Second):
+			t.Fatalf("dead letters: %v, want 2", reasons)
+		}
+	}
+	var sawBroken, sawPanic bool
+	for r := range reasons {
+		sawBroken = sawBroken || strings.Contains(r, "handler is broken")
+		sawPanic = sawPanic || strings.Contains(r, "boom")
+	}
+	if !sawBroken || !sawPanic {
+		t.Fatalf("dead-letter reasons %v, want the failing handler and the panic", reasons)
+	}
+	if panics.Load() != 3 { // first attempt + MaxRetries
+		t.Fatalf("panicking handler ran %d times, want 3", panics.Load())
+	}
+	waitFor(t, "stats", func() bool { st := c.Stats(); return st.DeadLettered == 2 && st.Handled == 3 })
+}
+
+func TestConsumerInboxChainsAndCleans(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool, ob := newOutboxDB(t, 1)
+	gc := newGoChannel(t)
+	c, err := bus.NewConsumer(bus.ConsumerConfig{Registry: gen.Registry(), Subscriber: gc, Group: "badges",
+		DeadLetter: gc, Pool: pool, Outbox: ob, Logger: testLogger(),
+		InboxRetention: 300 * time.Millisecond, InboxCleanInterval: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var applied atomic.Int64
+	bus.OnTx(c, func(ctx context.Context, tx pgx.Tx, e gen.PulseAnswered) ([]bus.Event, error) {
+		applied.Add(1)
+		return []bus.Event{gen.NewBadgeAwarded(uuid.New(), e.StudentID, "answered", time.Now().UTC())}, nil
+	})
+	startConsumer(t, c)
+
+	ev := pulseAnswered(uuid.New())
+	msg, err := gen.Registry().NewMessage(ctx, ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 { // delivered three times: applied once
+		if err := gc.Publish(ev.EventName(), msg.Copy()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "duplicates", func() bool { return c.Stats().Duplicates == 2 })
+	if applied.Load() != 1 {
+		t.Fatalf("handler applied %d times, want 1", applied.Load())
+	}
+	// The chained event sits in the outbox, committed with the inbox row.
+	var chained int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM eventbus_outbox WHERE metadata->>'event_name' = 'edupulse.badge.awarded'`).Scan(&chained); err != nil {
+		t.Fatal(err)
+	}
+	if chained != 1 {
+		t.Fatalf("chained BadgeAwarded rows = %d, want 1", chained)
+	}
+	// The cleaner removes the inbox row after the retention.
+	waitFor(t, "inbox cleaned", func() bool {
+		var n int
+		_ = pool.QueryRow(ctx, "SELECT count(*) FROM eventbus_inbox").Scan(&n)
+		return n == 0
+	})
+}
+
+func TestConsumerConfigValidate(t *testing.T) {
+	_, err := bus.NewConsumer(bus.ConsumerConfig{})
+	if err == nil {
+		t.Fatal("empty config accepted")
+	}
+	for _, want := range []string{"nil Registry", "nil Subscriber", "empty Group", "nil DeadLetter"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %q", err, want)
+		}
+	}
+}
