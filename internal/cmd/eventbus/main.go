@@ -1,0 +1,262 @@
+// Command eventbus operates an eventbus database: it applies the schema,
+// shows the outbox backlog, dead letters and inbox, manages dead letters,
+// follows the outbox as events are written, and runs a relay process.
+//
+//	go run github.com/edupulse/eventbus/internal/cmd/eventbus status
+//
+// Run it without arguments for the list of commands. Output is a
+// human-readable table by default and JSON with --json. The exit status is
+// 0 on success, 1 on an error and 2 on a usage error.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/edupulse/eventbus/bus"
+	"github.com/edupulse/eventbus/gen"
+)
+
+// Exit statuses.
+const (
+	exitOK    = 0
+	exitError = 1
+	exitUsage = 2
+)
+
+const usageText = `Usage: eventbus [global flags] <command> [flags] [arguments]
+
+Operates an eventbus database: its outbox, relay, dead letters and inbox.
+
+Commands:
+  migrate [--lanes N]           apply the schema (safe to repeat)
+  status [--group G]            outbox backlog per lane, dead letters, inbox
+  dlq list [--all] [--limit N]  list dead letters, oldest first
+  dlq show ID                   show a dead letter with its payload
+  dlq fix ID FILE               replace a dead letter's stored payload (FILE or - for stdin)
+  dlq replay ID                 send a dead letter back to its outbox lane
+  dlq discard ID                delete a dead letter for good
+  tail [-n N] [--from-start] [--follow]
+                                print outbox events, decoded by name
+  relay [--broker URL]          relay the outbox to a broker until interrupted
+
+Global flags, accepted before or after the command:
+  --database-url URL  PostgreSQL URL (default $DATABASE_URL)
+  --json              machine-readable JSON output
+
+Run 'eventbus <command> --help' for the flags of a command.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run runs the eventbus command line args (without the program name) and
+// returns the exit status.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	a := &app{stdin: os.Stdin, stdout: stdout, stderr: stderr, getenv: os.Getenv, registry: gen.Registry()}
+	return a.main(ctx, args)
+}
+
+// app is one invocation of the command.
+type app struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	getenv         func(string) string
+	registry       *bus.Registry
+
+	// Global flags.
+	databaseURL string
+	jsonOut     bool
+
+	// Flags of the commands.
+	lanes         int           // migrate
+	group         string        // status, relay
+	dlqAll        bool          // dlq list
+	dlqLimit      int           // dlq list
+	tailN         int           // tail
+	tailFromStart bool          // tail
+	tailFollow    bool          // tail
+	tailInterval  time.Duration // tail
+	relayOpts     relayOptions  // relay
+}
+
+// usageError is a mistake in the command line: exit status 2.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
+
+// command is one subcommand.
+type command struct {
+	name  string
+	args  string // synopsis of the positional arguments
+	help  string
+	flags func(fs *flag.FlagSet) // defines the command's own flags
+	run   func(ctx context.Context, args []string) error
+	nargs [2]int // minimum and maximum number of positional arguments
+}
+
+func (a *app) main(ctx context.Context, args []string) int {
+	global := flag.NewFlagSet("eventbus", flag.ContinueOnError)
+	global.SetOutput(io.Discard)
+	a.globalFlags(global)
+	if err := global.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(a.stdout, usageText)
+			return exitOK
+		}
+		return a.fail(usagef("%v", err))
+	}
+	rest := global.Args()
+	if len(rest) == 0 {
+		fmt.Fprint(a.stderr, usageText)
+		return exitUsage
+	}
+	name, rest := rest[0], rest[1:]
+	switch name {
+	case "help":
+		fmt.Fprint(a.stdout, usageText)
+		return exitOK
+	case "dlq":
+		if len(rest) == 0 || strings.HasPrefix(rest[0], "-") {
+			return a.fail(usagef("dlq: want a subcommand first: list, show, fix, replay or discard"))
+		}
+		name, rest = "dlq "+rest[0], rest[1:]
+	}
+	cmd, ok := a.commands()[name]
+	if !ok {
+		return a.fail(usagef("unknown command %q (run 'eventbus help')", name))
+	}
+	fs := flag.NewFlagSet("eventbus "+cmd.name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	a.globalFlags(fs)
+	if cmd.flags != nil {
+		cmd.flags(fs)
+	}
+	pos, err := parseInterspersed(fs, rest)
+	if errors.Is(err, flag.ErrHelp) {
+		a.commandUsage(a.stdout, cmd, fs)
+		return exitOK
+	}
+	if err != nil {
+		return a.fail(usagef("%s: %v", cmd.name, err))
+	}
+	if len(pos) < cmd.nargs[0] || len(pos) > cmd.nargs[1] {
+		a.commandUsage(a.stderr, cmd, fs)
+		return a.fail(usagef("%s: want %s, got %d argument(s)", cmd.name, orDefault(cmd.args, "no arguments"), len(pos)))
+	}
+	if a.databaseURL == "" {
+		a.databaseURL = a.getenv("DATABASE_URL")
+	}
+	return a.fail(cmd.run(ctx, pos))
+}
+
+func orDefault(s, fallback string) string {
+	if s == "" {
+		return fallback
+	}
+	return s
+}
+
+// globalFlags defines the global flags on fs: they are accepted before and
+// after the command. (Func flags have no default, so that a command's
+// --help never prints the URL given before it.)
+func (a *app) globalFlags(fs *flag.FlagSet) {
+	fs.Func("database-url", "PostgreSQL `URL` (default $DATABASE_URL)", func(s string) error {
+		a.databaseURL = s
+		return nil
+	})
+	fs.BoolFunc("json", "machine-readable JSON output", func(s string) error {
+		v, err := strconv.ParseBool(s)
+		a.jsonOut = v
+		return err
+	})
+}
+
+func (a *app) commandUsage(w io.Writer, cmd command, fs *flag.FlagSet) {
+	fmt.Fprintf(w, "Usage: eventbus %s [flags]%s\n\n%s\n\nFlags:\n", cmd.name, strings.TrimRight(" "+cmd.args, " "), cmd.help)
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+	fs.SetOutput(io.Discard)
+}
+
+// parseInterspersed parses flags found anywhere among args and returns the
+// positional arguments. "--" ends the flags.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		// Parse stops at the first positional argument, or after "--".
+		if n := len(args) - len(rest); n > 0 && args[n-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
+
+// fail reports err on stderr and returns the exit status for it.
+func (a *app) fail(err error) int {
+	if err == nil {
+		return exitOK
+	}
+	var ue usageError
+	if errors.As(err, &ue) {
+		fmt.Fprintf(a.stderr, "eventbus: %s\n", err)
+		return exitUsage
+	}
+	msg := err.Error()
+	// Errors of the bus package start with "bus: "; the command's name is
+	// enough of a prefix.
+	msg = strings.TrimPrefix(msg, "bus: ")
+	fmt.Fprintf(a.stderr, "eventbus: %s\n", msg)
+	return exitError
+}
+
+func (a *app) commands() map[string]command {
+	list := []command{
+		{name: "migrate", help: "Applies the eventbus schema migrations and makes sure the outbox has the given\nnumber of lanes. Safe to run again: applied migrations are skipped.",
+			flags: a.migrateFlags, run: a.migrate},
+		{name: "status", help: "Shows, per outbox lane, the events the relay has not acknowledged (backlog),\nthe age of the oldest of them, the rows stored and the last relayed event;\nthen the dead letters not replayed and the inbox rows per consumer group.",
+			flags: a.statusFlags, run: a.status},
+		{name: "dlq list", help: "Lists dead letters: outbox events the relay could never publish.",
+			flags: a.dlqListFlags, run: a.dlqList},
+		{name: "dlq show", args: "ID", help: "Shows a dead letter: its error, metadata and payload (decoded when it can be).",
+			run: a.dlqShow, nargs: [2]int{1, 1}},
+		{name: "dlq fix", args: "ID FILE", help: "Replaces a dead letter's stored payload with the contents of FILE (- reads\nstdin): a Watermill forwarder envelope, as 'dlq show --json' prints under \"payload\".\nReplay it afterwards.",
+			run: a.dlqFix, nargs: [2]int{2, 2}},
+		{name: "dlq replay", args: "ID", help: "Sends a dead letter back to its outbox lane, under the same event id, and\nmarks it replayed. A payload that is still malformed is refused: fix it first.",
+			run: a.dlqReplay, nargs: [2]int{1, 1}},
+		{name: "dlq discard", args: "ID", help: "Deletes a dead letter for good.",
+			run: a.dlqDiscard, nargs: [2]int{1, 1}},
+		{name: "tail", help: "Prints outbox events, decoded by name: the last N ones, or all with\n--from-start, then, with --follow, each event as its transaction commits,\nuntil interrupted. Events of unknown names are printed raw.",
+			flags: a.tailFlags, run: a.tail},
+		{name: "relay", help: "Runs a relay process: publishes the outbox's events to the broker until\ninterrupted (SIGINT, SIGTERM), then finishes the events in flight.",
+			flags: a.relayFlags, run: a.relay},
+	}
+	m := make(map[string]command, len(list))
+	for _, c := range list {
+		m[c.name] = c
+	}
+	return m
+}

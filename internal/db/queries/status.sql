@@ -1,0 +1,50 @@
+-- name: LaneRelayProgress :many
+-- Per lane relayed by a consumer group: the offset it acknowledged last and,
+-- while that row is still stored, how long ago it was written (-1 once
+-- the cleaner deleted it).
+SELECT
+    substr(f.consumer_group, length(sqlc.arg(consumer_group)::text) + 2)::integer AS lane,
+    coalesce(f.offset_acked, 0)::bigint AS offset_acked,
+    coalesce(extract(epoch FROM CURRENT_TIMESTAMP::timestamp - o.created_at), -1)::float8 AS last_relayed_age_seconds
+FROM eventbus_offsets f
+LEFT JOIN eventbus_outbox o
+    ON o.transaction_id = f.last_processed_transaction_id AND o."offset" = f.offset_acked
+WHERE starts_with(f.consumer_group, sqlc.arg(consumer_group)::text || '/')
+  AND substr(f.consumer_group, length(sqlc.arg(consumer_group)::text) + 2) ~ '^[0-9]+$'
+ORDER BY 1;
+
+-- name: InboxByGroup :many
+-- Inbox rows per consumer group.
+SELECT consumer_group, count(*)::bigint AS rows
+FROM eventbus_inbox
+GROUP BY consumer_group
+ORDER BY consumer_group;
+
+-- name: SnapshotXmin :one
+-- The oldest transaction still running: every transaction below it has
+-- committed or rolled back, so no outbox row below it can appear later.
+SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin;
+
+-- name: TailOutboxAfter :many
+-- Outbox rows after a position (transaction_id, offset), in the order the
+-- relay reads them.
+SELECT
+    "offset"::bigint AS "offset",
+    transaction_id::text::bigint AS transaction_id,
+    uuid, created_at, payload, metadata,
+    lane::integer AS lane
+FROM eventbus_outbox
+WHERE (transaction_id, "offset") > (sqlc.arg(after_transaction_id)::bigint::text::xid8, sqlc.arg(after_offset)::bigint)
+ORDER BY transaction_id, "offset"
+LIMIT sqlc.arg(max_rows);
+
+-- name: TailOutboxLast :many
+-- The last max_rows outbox rows, newest first.
+SELECT
+    "offset"::bigint AS "offset",
+    transaction_id::text::bigint AS transaction_id,
+    uuid, created_at, payload, metadata,
+    lane::integer AS lane
+FROM eventbus_outbox
+ORDER BY transaction_id DESC, "offset" DESC
+LIMIT sqlc.arg(max_rows);
