@@ -1,0 +1,303 @@
+// Package amqpbroker registers the "amqp" and "amqps" broker schemes:
+// RabbitMQ (AMQP 0-9-1), through watermill-amqp/v3.
+//
+// URL: amqp://user:password@host:5672/[vhost][?prefetch=1&channels=4&queue_type=classic]
+// (amqps:// for TLS). Other query parameters are the AMQP client's own
+// (heartbeat, connection_timeout, ...) and are passed to it.
+//
+// Query parameters:
+//   - prefetch: unacknowledged messages the broker sends a consumer ahead
+//     (default 1). Above 1, a message handed back by a stopping consumer
+//     may be redelivered after later ones.
+//   - channels: publisher channels kept open, in confirm mode (default 4);
+//     concurrent publishes beyond that wait for a free channel.
+//   - queue_type: classic (default) or quorum, for the queues this package
+//     declares (quorum queues replicate across a cluster).
+//
+// Layout: each topic is a durable fanout exchange named after the topic.
+// Each consumer group has a durable queue per topic, named
+// "<group>:<topic>" and bound to the topic's exchange, declared when the
+// group subscribes: every group gets every message, the subscribers of a
+// group share its queue (each message goes to one of them). A message
+// published to a topic no group subscribed to yet is dropped by the broker,
+// as AMQP does with unroutable messages: subscribe (or declare the queues)
+// before publishing. Messages are persistent.
+//
+// Publish returns once the broker confirmed every message (publisher
+// confirms): a confirmed message is in the queues of every group bound at
+// that time.
+//
+// Routing key: watermill-amqp computes one routing key per topic, not per
+// message, so the aggregate id is not the routing key; it travels in the
+// aggregate_id header. Exchanges are fanout and routing keys empty.
+//
+// Order: a queue is FIFO, so a group with one subscriber sees each topic's
+// messages in publish order, and every aggregate's events in order (with
+// prefetch=1, also after a redelivery). With several subscribers in a group,
+// messages are spread over them regardless of the aggregate: per-aggregate
+// order holds only per subscriber.
+package amqpbroker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"sync"
+
+	"github.com/ThreeDotsLabs/watermill"
+	wamqp "github.com/ThreeDotsLabs/watermill-amqp/v3/pkg/amqp"
+	"github.com/ThreeDotsLabs/watermill/message"
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/edupulse/eventbus/bus/broker"
+)
+
+// Schemes this package registers.
+const (
+	Scheme    = "amqp"
+	SchemeTLS = "amqps"
+)
+
+// Defaults of the URL's query parameters.
+const (
+	PrefetchDefault = 1
+	ChannelsDefault = 4
+)
+
+func init() {
+	broker.Register(Scheme, Open)
+	broker.Register(SchemeTLS, Open)
+}
+
+type config struct {
+	uri       string // without our query parameters
+	prefetch  int
+	channels  int
+	queueType string
+}
+
+func parseURL(u *url.URL) (config, error) {
+	c := config{prefetch: PrefetchDefault, channels: ChannelsDefault, queueType: "classic"}
+	q := u.Query()
+	var err error
+	if c.prefetch, err = positive(q, "prefetch", c.prefetch); err != nil {
+		return c, err
+	}
+	if c.channels, err = positive(q, "channels", c.channels); err != nil {
+		return c, err
+	}
+	if v := q.Get("queue_type"); v != "" {
+		if v != "classic" && v != "quorum" {
+			return c, fmt.Errorf("amqpbroker: queue_type=%q: want classic or quorum", v)
+		}
+		c.queueType = v
+	}
+	if u.Host == "" {
+		return c, errors.New("amqpbroker: missing host (amqp://user:password@host:5672/)")
+	}
+	q.Del("prefetch")
+	q.Del("channels")
+	q.Del("queue_type")
+	s := *u
+	s.RawQuery = q.Encode()
+	s.Fragment = ""
+	c.uri = s.String()
+	return c, nil
+}
+
+func positive(q url.Values, key string, def int) (int, error) {
+	v := q.Get(key)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("amqpbroker: %s=%q: want a positive integer", key, v)
+	}
+	return n, nil
+}
+
+// wmConfig is the watermill-amqp configuration; group names the queues of a
+// subscriber ("" for the publisher).
+func (c config) wmConfig(group string) wamqp.Config {
+	var queueArgs amqp.Table
+	if c.queueType != "classic" {
+		queueArgs = amqp.Table{"x-queue-type": c.queueType}
+	}
+	noRoutingKey := func(string) string { return "" }
+	return wamqp.Config{
+		Connection: wamqp.ConnectionConfig{AmqpURI: c.uri},
+		Marshaler:  marshaler{},
+		Exchange: wamqp.ExchangeConfig{
+			GenerateName: wamqp.GenerateExchangeNameTopicName,
+			Type:         "fanout",
+			Durable:      true,
+		},
+		Queue: wamqp.QueueConfig{
+			GenerateName: func(topic string) string { return QueueName(group, topic) },
+			Durable:      true,
+			Arguments:    queueArgs,
+		},
+		QueueBind: wamqp.QueueBindConfig{GenerateRoutingKey: noRoutingKey},
+		Publish: wamqp.PublishConfig{
+			GenerateRoutingKey: noRoutingKey,
+			ConfirmDelivery:    true,
+			ChannelPoolSize:    c.channels,
+		},
+		Consume: wamqp.ConsumeConfig{
+			Qos: wamqp.QosConfig{PrefetchCount: c.prefetch},
+		},
+		TopologyBuilder: &wamqp.DefaultTopologyBuilder{},
+	}
+}
+
+// QueueName is the queue of a consumer group on a topic.
+func QueueName(group, topic string) string { return group + ":" + topic }
+
+type amqpBroker struct {
+	cfg    config
+	u      *url.URL
+	logger watermill.LoggerAdapter
+	pub    *wamqp.Publisher
+
+	mu     sync.Mutex
+	closed bool
+	subs   []*wamqp.Subscriber
+}
+
+// Open is the amqp driver.
+func Open(_ context.Context, u *url.URL, opts broker.Options) (broker.Broker, error) {
+	cfg, err := parseURL(u)
+	if err != nil {
+		return nil, err
+	}
+	logger := watermill.NewSlogLogger(opts.Logger)
+	pub, err := wamqp.NewPublisher(cfg.wmConfig(""), logger)
+	if err != nil {
+		return nil, fmt.Errorf("amqpbroker: publisher: %w", err)
+	}
+	return &amqpBroker{cfg: cfg, u: u, logger: logger, pub: pub}, nil
+}
+
+func (b *amqpBroker) Publisher() message.Publisher { return publisher{b.pub} }
+
+func (b *amqpBroker) Subscriber(group string) (message.Subscriber, error) {
+	if group == "" {
+		return nil, errors.New("amqpbroker: empty consumer group")
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil, errors.New("amqpbroker: broker closed")
+	}
+	sub, err := wamqp.NewSubscriber(b.cfg.wmConfig(group), b.logger.With(watermill.LogFields{"consumer_group": group}))
+	if err != nil {
+		return nil, fmt.Errorf("amqpbroker: subscriber %s: %s", group, broker.RedactError(err, b.u))
+	}
+	b.subs = append(b.subs, sub)
+	return subscriber{sub, group}, nil
+}
+
+func (b *amqpBroker) Close() error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	subs := b.subs
+	b.subs = nil
+	b.mu.Unlock()
+	var errs []error
+	for _, s := range subs {
+		if err := s.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("amqpbroker: close subscriber: %w", err))
+		}
+	}
+	if err := b.pub.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("amqpbroker: close publisher: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// publisher wraps errors with the topic and keeps callers from closing the
+// broker's publisher.
+type publisher struct{ p *wamqp.Publisher }
+
+func (p publisher) Publish(topic string, msgs ...*message.Message) error {
+	if err := p.p.Publish(topic, detach(msgs)...); err != nil {
+		return fmt.Errorf("amqpbroker: publish to %s: %w", topic, err)
+	}
+	return nil
+}
+
+func (publisher) Close() error { return nil }
+
+// detach returns copies of msgs whose contexts are never canceled:
+// watermill-amqp publishes with the message's context, and a message may come
+// with one already canceled (a consumer dead-lettering the message it
+// handled, whose handler context ended), which would fail every attempt.
+func detach(msgs []*message.Message) []*message.Message {
+	out := make([]*message.Message, len(msgs))
+	for i, m := range msgs {
+		out[i] = m.Copy()
+		out[i].SetContext(context.WithoutCancel(m.Context()))
+	}
+	return out
+}
+
+type subscriber struct {
+	*wamqp.Subscriber
+	group string
+}
+
+func (s subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	ch, err := s.Subscriber.Subscribe(ctx, topic)
+	if err != nil {
+		return nil, fmt.Errorf("amqpbroker: subscribe %s to %s: %w", s.group, topic, err)
+	}
+	return ch, nil
+}
+
+// marshaler is watermill-amqp's, tolerant on the way in: a message from
+// another producer, with headers that are not strings or without a message
+// UUID, still reaches the consumer (which dead-letters what it cannot
+// decode) instead of being requeued forever.
+type marshaler struct{ wamqp.DefaultMarshaler }
+
+func (m marshaler) Unmarshal(d amqp.Delivery) (*message.Message, error) {
+	if msg, err := m.DefaultMarshaler.Unmarshal(d); err == nil {
+		if msg.UUID == "" {
+			msg.UUID = fallbackUUID(d)
+		}
+		return msg, nil
+	}
+	md := make(message.Metadata, len(d.Headers))
+	id := ""
+	for k, v := range d.Headers {
+		s, ok := v.(string)
+		if !ok {
+			s = fmt.Sprint(v)
+		}
+		if k == wamqp.DefaultMessageUUIDHeaderKey {
+			id = s
+			continue
+		}
+		md[k] = s
+	}
+	if id == "" {
+		id = fallbackUUID(d)
+	}
+	msg := message.NewMessage(id, d.Body)
+	msg.Metadata = md
+	return msg, nil
+}
+
+func fallbackUUID(d amqp.Delivery) string {
+	if d.MessageId != "" {
+		return d.MessageId
+	}
+	return watermill.NewUUID()
+}

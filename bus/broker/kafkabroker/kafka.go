@@ -1,0 +1,347 @@
+// Package kafkabroker registers the "kafka" broker scheme: Apache Kafka,
+// through watermill-kafka/v3 (Sarama).
+//
+// URL: kafka://[user:password@]host:9092[,host2:9092...][?partitions=4&replication=1&create_topics=true&version=2.3.0&tls=false]
+//
+// Query parameters:
+//   - partitions, replication: for the topics this package creates
+//     (defaults 4 and 1).
+//   - create_topics: create a topic on first use (default true); with
+//     false, topics must exist or the brokers must auto-create them.
+//   - version: the Kafka protocol version Sarama speaks (default 2.3.0,
+//     which brokers from 2.3 to 4.x accept).
+//   - tls: connect with TLS (default false).
+//
+// A user and password in the URL authenticate with SASL/PLAIN (use TLS).
+//
+// Layout: one Kafka topic per topic. The message key is the aggregate id
+// (metadata aggregate_id), so all the events of an aggregate land in one
+// partition. A consumer group is a Kafka consumer group of the same name; a
+// new group starts from the oldest retained message. Several subscribers of
+// a group split the partitions between them.
+//
+// Publish returns once the in-sync replicas stored every message
+// (acks=all).
+//
+// Order: a partition keeps the publish order and is consumed by one member
+// of a group at a time, one message after the other, so a group sees every
+// aggregate's events in publish order however many subscribers it has
+// (events of different aggregates, on different partitions, interleave).
+// A nacked message is redelivered before the partition moves on.
+package kafkabroker
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/edupulse/eventbus/bus"
+	"github.com/edupulse/eventbus/bus/broker"
+)
+
+// Scheme is the URL scheme this package registers.
+const Scheme = "kafka"
+
+// Defaults of the URL's query parameters.
+const (
+	PartitionsDefault  = 4
+	ReplicationDefault = 1
+	VersionDefault     = "2.3.0"
+	defaultPort        = "9092"
+)
+
+func init() { broker.Register(Scheme, Open) }
+
+type config struct {
+	brokers      []string
+	partitions   int32
+	replication  int16
+	createTopics bool
+	version      sarama.KafkaVersion
+	tls          bool
+	user, pass   string
+}
+
+var knownParams = []string{"partitions", "replication", "create_topics", "version", "tls"}
+
+func parseURL(u *url.URL) (config, error) {
+	c := config{partitions: PartitionsDefault, replication: ReplicationDefault, createTopics: true}
+	q := u.Query()
+	for k := range q {
+		if !slices.Contains(knownParams, k) {
+			return c, fmt.Errorf("kafkabroker: unknown query parameter %q (known: %s)", k, strings.Join(knownParams, ", "))
+		}
+	}
+	if u.Host == "" {
+		return c, errors.New("kafkabroker: missing host (kafka://host:9092)")
+	}
+	for h := range strings.SplitSeq(u.Host, ",") {
+		if h == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(h); err != nil {
+			h = net.JoinHostPort(h, defaultPort)
+		}
+		c.brokers = append(c.brokers, h)
+	}
+	if v := q.Get("partitions"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 32)
+		if err != nil || n <= 0 {
+			return c, fmt.Errorf("kafkabroker: partitions=%q: want a positive integer", v)
+		}
+		c.partitions = int32(n)
+	}
+	if v := q.Get("replication"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 16)
+		if err != nil || n <= 0 {
+			return c, fmt.Errorf("kafkabroker: replication=%q: want a positive integer", v)
+		}
+		c.replication = int16(n)
+	}
+	var err error
+	if c.createTopics, err = boolParam(q, "create_topics", true); err != nil {
+		return c, err
+	}
+	if c.tls, err = boolParam(q, "tls", false); err != nil {
+		return c, err
+	}
+	if c.version, err = sarama.ParseKafkaVersion(cmpOr(q.Get("version"), VersionDefault)); err != nil {
+		return c, fmt.Errorf("kafkabroker: version=%q: %w", q.Get("version"), err)
+	}
+	if u.User != nil {
+		c.user = u.User.Username()
+		c.pass, _ = u.User.Password()
+	}
+	return c, nil
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+func boolParam(q url.Values, key string, def bool) (bool, error) {
+	v := q.Get(key)
+	if v == "" {
+		return def, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, fmt.Errorf("kafkabroker: %s=%q: want true or false", key, v)
+	}
+	return b, nil
+}
+
+// sarama returns a Sarama configuration with the URL's connection settings.
+func (c config) sarama(base *sarama.Config) *sarama.Config {
+	s := base
+	s.ClientID = "eventbus"
+	s.Version = c.version
+	s.Metadata.Retry.Backoff = 250 * time.Millisecond
+	s.Net.DialTimeout = 10 * time.Second
+	if c.tls {
+		s.Net.TLS.Enable = true
+		s.Net.TLS.Config = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	if c.user != "" {
+		s.Net.SASL.Enable = true
+		s.Net.SASL.Mechanism = sarama.SASLTypePlaintext
+		s.Net.SASL.User = c.user
+		s.Net.SASL.Password = c.pass
+	}
+	return s
+}
+
+func (c config) publisherConfig() *sarama.Config {
+	s := c.sarama(kafka.DefaultSaramaSyncPublisherConfig())
+	s.Producer.RequiredAcks = sarama.WaitForAll
+	s.Producer.Retry.Backoff = 250 * time.Millisecond
+	return s
+}
+
+func (c config) subscriberConfig() *sarama.Config {
+	s := c.sarama(kafka.DefaultSaramaSubscriberConfig())
+	s.Consumer.Offsets.Initial = sarama.OffsetOldest
+	s.Consumer.Group.Heartbeat.Interval = time.Second
+	return s
+}
+
+// marshaler keys messages by aggregate id.
+var marshaler = kafka.NewWithPartitioningMarshaler(func(_ string, msg *message.Message) (string, error) {
+	return msg.Metadata.Get(bus.MetadataAggregateID), nil
+})
+
+type kafkaBroker struct {
+	cfg    config
+	u      *url.URL
+	logger watermill.LoggerAdapter
+	pub    *kafka.Publisher
+	topics *topics
+
+	mu     sync.Mutex
+	closed bool
+	subs   []*kafka.Subscriber
+}
+
+// Open is the kafka driver.
+func Open(_ context.Context, u *url.URL, opts broker.Options) (broker.Broker, error) {
+	cfg, err := parseURL(u)
+	if err != nil {
+		return nil, err
+	}
+	logger := watermill.NewSlogLogger(opts.Logger)
+	pub, err := kafka.NewPublisher(kafka.PublisherConfig{
+		Brokers:               cfg.brokers,
+		Marshaler:             marshaler,
+		OverwriteSaramaConfig: cfg.publisherConfig(),
+	}, logger)
+	if err != nil {
+		return nil, fmt.Errorf("kafkabroker: publisher: %w", err)
+	}
+	return &kafkaBroker{cfg: cfg, u: u, logger: logger, pub: pub, topics: &topics{cfg: cfg}}, nil
+}
+
+func (b *kafkaBroker) Publisher() message.Publisher { return publisher{b} }
+
+func (b *kafkaBroker) Subscriber(group string) (message.Subscriber, error) {
+	if group == "" {
+		return nil, errors.New("kafkabroker: empty consumer group")
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil, errors.New("kafkabroker: broker closed")
+	}
+	sub, err := kafka.NewSubscriber(kafka.SubscriberConfig{
+		Brokers:               b.cfg.brokers,
+		Unmarshaler:           marshaler,
+		OverwriteSaramaConfig: b.cfg.subscriberConfig(),
+		ConsumerGroup:         group,
+	}, b.logger)
+	if err != nil {
+		return nil, fmt.Errorf("kafkabroker: subscriber %s: %w", group, err)
+	}
+	b.subs = append(b.subs, sub)
+	return subscriber{sub, b, group}, nil
+}
+
+func (b *kafkaBroker) Close() error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	subs := b.subs
+	b.subs = nil
+	b.mu.Unlock()
+	var errs []error
+	for _, s := range subs {
+		if err := s.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("kafkabroker: close subscriber: %w", err))
+		}
+	}
+	if err := b.pub.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("kafkabroker: close publisher: %w", err))
+	}
+	if err := b.topics.close(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+type publisher struct{ b *kafkaBroker }
+
+func (p publisher) Publish(topic string, msgs ...*message.Message) error {
+	if err := p.b.topics.ensure(topic); err != nil {
+		return errors.New(broker.RedactError(err, p.b.u))
+	}
+	if err := p.b.pub.Publish(topic, msgs...); err != nil {
+		return fmt.Errorf("kafkabroker: publish to %s: %s", topic, broker.RedactError(err, p.b.u))
+	}
+	return nil
+}
+
+func (publisher) Close() error { return nil } // the broker owns it
+
+type subscriber struct {
+	*kafka.Subscriber
+	b     *kafkaBroker
+	group string
+}
+
+func (s subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	if err := s.b.topics.ensure(topic); err != nil {
+		return nil, errors.New(broker.RedactError(err, s.b.u))
+	}
+	ch, err := s.Subscriber.Subscribe(ctx, topic)
+	if err != nil {
+		return nil, fmt.Errorf("kafkabroker: subscribe %s to %s: %s", s.group, topic, broker.RedactError(err, s.b.u))
+	}
+	return ch, nil
+}
+
+// topics creates topics on first use, through one cluster admin client.
+type topics struct {
+	cfg config
+
+	mu      sync.Mutex
+	admin   sarama.ClusterAdmin
+	created map[string]bool
+}
+
+func (t *topics) ensure(topic string) error {
+	if !t.cfg.createTopics {
+		return nil
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.created[topic] {
+		return nil
+	}
+	if t.admin == nil {
+		admin, err := sarama.NewClusterAdmin(t.cfg.brokers, t.cfg.sarama(sarama.NewConfig()))
+		if err != nil {
+			return fmt.Errorf("kafkabroker: cluster admin (to create topic %s; or set create_topics=false): %w", topic, err)
+		}
+		t.admin = admin
+	}
+	err := t.admin.CreateTopic(topic, &sarama.TopicDetail{NumPartitions: t.cfg.partitions, ReplicationFactor: t.cfg.replication}, false)
+	if err != nil && !errors.Is(err, sarama.ErrTopicAlreadyExists) {
+		return fmt.Errorf("kafkabroker: create topic %s (or set create_topics=false): %w", topic, err)
+	}
+	if t.created == nil {
+		t.created = map[string]bool{}
+	}
+	t.created[topic] = true
+	return nil
+}
+
+func (t *topics) close() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.admin == nil {
+		return nil
+	}
+	err := t.admin.Close()
+	t.admin = nil
+	if err != nil {
+		return fmt.Errorf("kafkabroker: close cluster admin: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,521 @@
+// Package natsbroker registers the "nats" broker scheme: NATS JetStream,
+// through watermill-nats/v2.
+//
+// URL: nats://[user:password@]host:4222[?ack_wait=30s&max_ack_pending=64&max_age=0&replicas=1]
+// (a token goes in the user part: nats://TOKEN@host:4222).
+//
+// Query parameters:
+//   - ack_wait: how long the server waits for a consumer's ack before
+//     redelivering (default 30s). Also bounds a handler's run.
+//   - max_ack_pending: messages a consumer group may hold unacknowledged
+//     (default 64). Messages wait in the client while earlier ones are
+//     handled, so keep max_ack_pending × handler time below ack_wait.
+//   - max_age: how long a stream keeps messages (default 0: forever).
+//   - replicas: stream replicas in a cluster (default 1).
+//
+// Layout: each topic is a JetStream stream, created on first use, capturing
+// the subjects "<topic>.*"; a message is published on the subject
+// "<topic>.<aggregate id>" (the aggregate id with '.', '*', '>' and spaces
+// replaced by '_'), so a consumer may filter by aggregate and per-subject
+// limits apply per aggregate. The stream name is the topic with characters
+// invalid in stream names ('.', '*', '>', '/', '\', spaces) replaced by '_'
+// and a hash of the topic appended when anything was replaced
+// (edupulse.pulse → edupulse_pulse_1c2d3e4f). A topic must be a valid NATS
+// subject: dot-separated non-empty tokens, no spaces or wildcards.
+//
+// A consumer group is a durable push consumer per (group, topic), created
+// by the first subscriber of the group and kept when subscribers stop (so a
+// restarted group resumes where it was), delivering to a queue group named
+// after the group: the group's subscribers share the messages. A new group
+// starts from the oldest message the stream holds.
+//
+// Publish returns once JetStream acknowledged (stored) every message: the
+// messages of one call are published asynchronously and their acks awaited
+// together.
+//
+// Order: a stream keeps the publish order. A group with one subscriber
+// handles each topic's messages one at a time in that order, so it sees every
+// aggregate's events in order, except for redeliveries (a message not acked
+// within ack_wait, or after a subscriber stopped mid-message). With several
+// subscribers in a group, messages are spread over them regardless of the
+// aggregate: per-aggregate order holds only per subscriber.
+package natsbroker
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	wmnats "github.com/ThreeDotsLabs/watermill-nats/v2/pkg/nats"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/nats-io/nats.go"
+
+	"github.com/edupulse/eventbus/bus"
+	"github.com/edupulse/eventbus/bus/broker"
+)
+
+// Scheme is the URL scheme this package registers.
+const Scheme = "nats"
+
+// Defaults of the URL's query parameters.
+const (
+	AckWaitDefault       = 30 * time.Second
+	MaxAckPendingDefault = 64
+	publishTimeout       = 30 * time.Second
+	publishChunk         = 256 // below the async publish window of 1024
+	connectTimeout       = 5 * time.Second
+	maxNameLen           = 200
+)
+
+func init() { broker.Register(Scheme, Open) }
+
+// config is what the URL says.
+type config struct {
+	serverURL     string // without our query parameters
+	ackWait       time.Duration
+	maxAckPending int
+	maxAge        time.Duration
+	replicas      int
+}
+
+func parseURL(u *url.URL) (config, error) {
+	c := config{ackWait: AckWaitDefault, maxAckPending: MaxAckPendingDefault, replicas: 1}
+	q := u.Query()
+	for k := range q {
+		if !slices.Contains([]string{"ack_wait", "max_ack_pending", "max_age", "replicas"}, k) {
+			return c, fmt.Errorf("natsbroker: unknown query parameter %q (known: ack_wait, max_ack_pending, max_age, replicas)", k)
+		}
+	}
+	var err error
+	if c.ackWait, err = duration(q, "ack_wait", c.ackWait); err != nil {
+		return c, err
+	}
+	if c.ackWait <= 0 {
+		return c, errors.New("natsbroker: ack_wait must be positive")
+	}
+	if c.maxAge, err = duration(q, "max_age", 0); err != nil {
+		return c, err
+	}
+	if c.maxAckPending, err = positive(q, "max_ack_pending", c.maxAckPending); err != nil {
+		return c, err
+	}
+	if c.replicas, err = positive(q, "replicas", c.replicas); err != nil {
+		return c, err
+	}
+	if u.Host == "" {
+		return c, errors.New("natsbroker: missing host (nats://host:4222)")
+	}
+	s := *u
+	s.RawQuery = ""
+	s.Fragment = ""
+	c.serverURL = s.String()
+	return c, nil
+}
+
+func duration(q url.Values, key string, def time.Duration) (time.Duration, error) {
+	v := q.Get(key)
+	if v == "" {
+		return def, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("natsbroker: %s=%q: want a non-negative duration such as 30s", key, v)
+	}
+	return d, nil
+}
+
+func positive(q url.Values, key string, def int) (int, error) {
+	v := q.Get(key)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("natsbroker: %s=%q: want a positive integer", key, v)
+	}
+	return n, nil
+}
+
+type natsBroker struct {
+	cfg    config
+	u      *url.URL
+	logger watermill.LoggerAdapter
+	conn   *nats.Conn
+	js     nats.JetStreamContext
+	pub    *publisher
+	topo   *topology
+
+	mu     sync.Mutex
+	closed bool
+	subs   []*subscriber
+}
+
+// Open is the nats driver.
+func Open(_ context.Context, u *url.URL, opts broker.Options) (broker.Broker, error) {
+	cfg, err := parseURL(u)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := connect(cfg, "eventbus publisher")
+	if err != nil {
+		return nil, err
+	}
+	js, err := conn.JetStream(nats.PublishAsyncMaxPending(1024))
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("natsbroker: jetstream: %w", err)
+	}
+	if _, err := js.AccountInfo(); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("natsbroker: jetstream unavailable (is the server started with -js?): %w", err)
+	}
+	logger := watermill.NewSlogLogger(opts.Logger)
+	topo := &topology{js: js, cfg: cfg}
+	return &natsBroker{
+		cfg: cfg, u: u, logger: logger, conn: conn, js: js, topo: topo,
+		pub: &publisher{js: js, topo: topo, marshaler: &wmnats.NATSMarshaler{}},
+	}, nil
+}
+
+func connect(cfg config, name string) (*nats.Conn, error) {
+	conn, err := nats.Connect(cfg.serverURL,
+		nats.Name(name),
+		nats.Timeout(connectTimeout),
+		nats.MaxReconnects(-1),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("natsbroker: connect: %w", err)
+	}
+	return conn, nil
+}
+
+func (b *natsBroker) Publisher() message.Publisher { return b.pub }
+
+func (b *natsBroker) Subscriber(group string) (message.Subscriber, error) {
+	if group == "" {
+		return nil, errors.New("natsbroker: empty consumer group")
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil, errors.New("natsbroker: broker closed")
+	}
+	conn, err := connect(b.cfg, "eventbus consumer "+group)
+	if err != nil {
+		return nil, errors.New(broker.RedactError(err, b.u))
+	}
+	queue := name(group)
+	ws, err := wmnats.NewSubscriberWithNatsConn(conn, wmnats.SubscriberSubscriptionConfig{
+		Unmarshaler:      unmarshaler{},
+		SubscribersCount: 1,
+		AckWaitTimeout:   b.cfg.ackWait,
+		SubjectCalculator: func(queueGroup, topic string) *wmnats.SubjectDetail {
+			return &wmnats.SubjectDetail{Primary: topic + ".*", QueueGroup: queueGroup}
+		},
+		QueueGroupPrefix: queue,
+		JetStream: wmnats.JetStreamConfig{
+			// The consumer exists (ensureConsumer): bind to it, and ack by
+			// hand, never when the callback returns.
+			SubscribeOptions: []nats.SubOpt{nats.ManualAck()},
+			DurablePrefix:    group,
+			DurableCalculator: func(group, subject string) string {
+				return consumerName(group, strings.TrimSuffix(subject, ".*"))
+			},
+		},
+	}, b.logger.With(watermill.LogFields{"consumer_group": group}))
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("natsbroker: subscriber: %w", err)
+	}
+	s := &subscriber{Subscriber: ws, conn: conn, topo: b.topo, group: group, queue: queue}
+	b.subs = append(b.subs, s)
+	return s, nil
+}
+
+func (b *natsBroker) Close() error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	subs := b.subs
+	b.subs = nil
+	b.mu.Unlock()
+	var errs []error
+	for _, s := range subs {
+		if err := s.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("natsbroker: close subscriber %s: %w", s.group, err))
+		}
+	}
+	// Publish waits for its acks: nothing is left in flight.
+	b.conn.Close()
+	return errors.Join(errs...)
+}
+
+// publisher publishes to JetStream with asynchronous acks, returning once all
+// messages of a call are acknowledged.
+type publisher struct {
+	js        nats.JetStreamContext
+	topo      *topology
+	marshaler wmnats.Marshaler
+}
+
+func (p *publisher) Publish(topic string, msgs ...*message.Message) error {
+	if err := p.topo.ensureStream(topic); err != nil {
+		return err
+	}
+	err := p.publish(topic, msgs)
+	if errors.Is(err, nats.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) {
+		// The stream was deleted behind our back: create it again, once.
+		p.topo.forgetStream(topic)
+		if err := p.topo.ensureStream(topic); err != nil {
+			return err
+		}
+		err = p.publish(topic, msgs)
+	}
+	return err
+}
+
+// publish publishes msgs asynchronously, in chunks of at most
+// publishChunk, and waits for each chunk's acks.
+func (p *publisher) publish(topic string, msgs []*message.Message) error {
+	for chunk := range slices.Chunk(msgs, publishChunk) {
+		if err := p.publishChunk(topic, chunk); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (p *publisher) publishChunk(topic string, msgs []*message.Message) error {
+	futures := make([]nats.PubAckFuture, 0, len(msgs))
+	var errs []error
+	for _, msg := range msgs {
+		nm, err := p.marshaler.Marshal(topic+"."+token(msg.Metadata.Get(bus.MetadataAggregateID)), msg)
+		if err == nil {
+			var f nats.PubAckFuture
+			if f, err = p.js.PublishMsgAsync(nm); err == nil {
+				futures = append(futures, f)
+				continue
+			}
+		}
+		errs = append(errs, fmt.Errorf("natsbroker: publish message %s to %s: %w", msg.UUID, topic, err))
+		break // but wait for the acks of the messages already sent
+	}
+	timeout := time.NewTimer(publishTimeout)
+	defer timeout.Stop()
+	for i, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			errs = append(errs, fmt.Errorf("natsbroker: publish message %s to %s: %w", msgs[i].UUID, topic, err))
+		case <-timeout.C:
+			return errors.Join(append(errs, fmt.Errorf("natsbroker: publish to %s: no ack for message %s within %v", topic, msgs[i].UUID, publishTimeout))...)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (p *publisher) Close() error { return nil } // the broker owns the connection
+
+// subscriber creates the stream and the group's durable consumer before
+// watermill-nats binds to it.
+type subscriber struct {
+	*wmnats.Subscriber
+	conn  *nats.Conn
+	topo  *topology
+	group string
+	queue string
+}
+
+// Close stops the subscriptions, once their messages in flight are acked or
+// nacked (watermill-nats then drains the connection in the background), and
+// closes the connection.
+func (s *subscriber) Close() error {
+	err := s.Subscriber.Close()
+	s.conn.Close()
+	return err
+}
+
+func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	if err := s.topo.ensureStream(topic); err != nil {
+		return nil, err
+	}
+	if err := s.topo.ensureConsumer(s.group, s.queue, topic); err != nil {
+		return nil, err
+	}
+	ch, err := s.Subscriber.Subscribe(ctx, topic)
+	if err != nil {
+		return nil, fmt.Errorf("natsbroker: subscribe %s to %s: %w", s.group, topic, err)
+	}
+	return ch, nil
+}
+
+// topology creates streams and consumers, remembering the streams it made
+// sure of.
+type topology struct {
+	js  nats.JetStreamContext
+	cfg config
+
+	mu      sync.Mutex
+	streams map[string]bool
+}
+
+func (t *topology) forgetStream(topic string) {
+	t.mu.Lock()
+	delete(t.streams, topic)
+	t.mu.Unlock()
+}
+
+func (t *topology) ensureStream(topic string) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.streams[topic] {
+		return nil
+	}
+	if err := validSubject(topic); err != nil {
+		return err
+	}
+	stream, subject := streamName(topic), topic+".*"
+	info, err := t.js.StreamInfo(stream)
+	switch {
+	case errors.Is(err, nats.ErrStreamNotFound):
+		_, err = t.js.AddStream(&nats.StreamConfig{
+			Name:        stream,
+			Description: "eventbus topic " + topic,
+			Subjects:    []string{subject},
+			Storage:     nats.FileStorage,
+			Retention:   nats.LimitsPolicy,
+			MaxAge:      t.cfg.maxAge,
+			Replicas:    t.cfg.replicas,
+		})
+		if err != nil && !errors.Is(err, nats.ErrStreamNameAlreadyInUse) {
+			return fmt.Errorf("natsbroker: create stream %s for topic %s: %w", stream, topic, err)
+		}
+	case err != nil:
+		return fmt.Errorf("natsbroker: stream %s for topic %s: %w", stream, topic, err)
+	case !slices.Contains(info.Config.Subjects, subject):
+		return fmt.Errorf("natsbroker: stream %s exists with subjects %v, not %s (topic %s)", stream, info.Config.Subjects, subject, topic)
+	}
+	if t.streams == nil {
+		t.streams = map[string]bool{}
+	}
+	t.streams[topic] = true
+	return nil
+}
+
+func (t *topology) ensureConsumer(group, queue, topic string) error {
+	stream, durable := streamName(topic), consumerName(group, topic)
+	info, err := t.js.ConsumerInfo(stream, durable)
+	if errors.Is(err, nats.ErrConsumerNotFound) {
+		info, err = t.js.AddConsumer(stream, &nats.ConsumerConfig{
+			Durable:        durable,
+			Description:    "eventbus group " + group + " on topic " + topic,
+			DeliverSubject: nats.NewInbox(),
+			DeliverGroup:   queue,
+			DeliverPolicy:  nats.DeliverAllPolicy,
+			FilterSubject:  topic + ".*",
+			AckPolicy:      nats.AckExplicitPolicy,
+			AckWait:        t.cfg.ackWait,
+			MaxAckPending:  t.cfg.maxAckPending,
+			MaxDeliver:     -1,
+		})
+		if err != nil {
+			// Another subscriber of the group may have created it.
+			info, err = t.js.ConsumerInfo(stream, durable)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("natsbroker: consumer %s on stream %s (group %s, topic %s): %w", durable, stream, group, topic, err)
+	}
+	if info.Config.DeliverGroup != queue {
+		return fmt.Errorf("natsbroker: consumer %s on stream %s delivers to queue group %q, not %q", durable, stream, info.Config.DeliverGroup, queue)
+	}
+	return nil
+}
+
+// validSubject checks that topic can prefix a NATS subject.
+func validSubject(topic string) error {
+	if topic == "" {
+		return errors.New("natsbroker: empty topic")
+	}
+	for tok := range strings.SplitSeq(topic, ".") {
+		if tok == "" || strings.ContainsAny(tok, "*> \t\r\n") {
+			return fmt.Errorf("natsbroker: topic %q is not a valid NATS subject (dot-separated non-empty tokens, no spaces or wildcards)", topic)
+		}
+	}
+	return nil
+}
+
+// token turns an aggregate id into one subject token.
+func token(id string) string {
+	if id == "" {
+		return "_"
+	}
+	return strings.Map(func(r rune) rune {
+		if r == '.' || r == '*' || r == '>' || r <= ' ' || r == 0x7f {
+			return '_'
+		}
+		return r
+	}, id)
+}
+
+// streamName maps a topic to a valid stream name.
+func streamName(topic string) string { return name(topic) }
+
+// consumerName is the durable consumer of group on topic.
+func consumerName(group, topic string) string { return name(group + "@" + topic) }
+
+// name maps s to a valid JetStream stream, consumer or queue name: invalid
+// characters become '_', and a hash of s is appended when any did (or s is
+// too long), so distinct inputs keep distinct names.
+func name(s string) string {
+	clean := strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-' {
+			return r
+		}
+		return '_'
+	}, s)
+	if clean == s && len(s) <= maxNameLen {
+		return s
+	}
+	h := fnv.New32a()
+	h.Write([]byte(s))
+	clean = clean[:min(len(clean), maxNameLen)]
+	return clean + "_" + fmt.Sprintf("%08x", h.Sum32())
+}
+
+// unmarshaler is watermill-nats's, tolerant: a message from another
+// producer with a header set more than once still reaches the consumer (with
+// the header's first value) instead of being left unacknowledged, and
+// redelivered, forever.
+type unmarshaler struct{ wmnats.NATSMarshaler }
+
+func (u unmarshaler) Unmarshal(m *nats.Msg) (*message.Message, error) {
+	if msg, err := u.NATSMarshaler.Unmarshal(m); err == nil {
+		return msg, nil
+	}
+	md := make(message.Metadata, len(m.Header))
+	for k, v := range m.Header {
+		switch k {
+		case wmnats.WatermillUUIDHdr, nats.MsgIdHdr, nats.ExpectedLastMsgIdHdr, nats.ExpectedStreamHdr, nats.ExpectedLastSubjSeqHdr, nats.ExpectedLastSeqHdr:
+		default:
+			if len(v) > 0 {
+				md.Set(k, v[0])
+			}
+		}
+	}
+	msg := message.NewMessage(cmp.Or(m.Header.Get(wmnats.WatermillUUIDHdr), watermill.NewUUID()), m.Data)
+	msg.Metadata = md
+	return msg, nil
+}

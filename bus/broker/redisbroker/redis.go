@@ -1,0 +1,308 @@
+// Package redisbroker registers the "redis" and "rediss" broker schemes:
+// Redis streams, through watermill-redisstream (go-redis v9).
+//
+// URL: redis://[user:password@]host:6379/0[?maxlen=0&claim_idle=60s] (rediss://
+// for TLS). Other query parameters are go-redis's own (dial_timeout,
+// pool_size, ...) and are passed to it.
+//
+// Query parameters:
+//   - maxlen: trim each stream to about this many entries on publish
+//     (default 0: never trim; a stream then grows until trimmed by hand).
+//     Trimming drops entries whether or not every group read them.
+//   - claim_idle: a message delivered to a subscriber and not acknowledged
+//     for this long (its subscriber died, or hangs) is claimed by another
+//     subscriber of the group (default 60s).
+//
+// Layout: one stream per topic, named after the topic. A consumer group is
+// a Redis stream consumer group of the same name, created on first use,
+// starting at the beginning of the stream; each subscriber is a consumer of
+// that group, so the subscribers of a group share the messages.
+//
+// Publish returns once Redis appended every message (XADD); how durable
+// that is depends on the server's persistence settings (appendonly,
+// appendfsync).
+//
+// Order: a stream keeps the publish order and a subscriber reads its group's
+// messages one at a time, acknowledging each before the next, so a group
+// with one subscriber sees each topic's messages, and every aggregate's
+// events, in publish order, except for a message claimed from a dead
+// subscriber after claim_idle. With several subscribers in a group,
+// messages are spread over them regardless of the aggregate: per-aggregate
+// order holds only per subscriber.
+package redisbroker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill-redisstream/pkg/redisstream"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/redis/go-redis/v9"
+	"github.com/vmihailenco/msgpack"
+
+	"github.com/edupulse/eventbus/bus/broker"
+)
+
+// Schemes this package registers.
+const (
+	Scheme    = "redis"
+	SchemeTLS = "rediss"
+)
+
+// ClaimIdleDefault is the default of the claim_idle query parameter.
+const ClaimIdleDefault = 60 * time.Second
+
+const nackResendSleep = 100 * time.Millisecond
+
+func init() {
+	broker.Register(Scheme, Open)
+	broker.Register(SchemeTLS, Open)
+}
+
+type config struct {
+	opts      *redis.Options
+	maxlen    int64
+	claimIdle time.Duration
+}
+
+func parseURL(u *url.URL) (config, error) {
+	c := config{claimIdle: ClaimIdleDefault}
+	q := u.Query()
+	if v := q.Get("maxlen"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			return c, fmt.Errorf("redisbroker: maxlen=%q: want a non-negative integer", v)
+		}
+		c.maxlen = n
+	}
+	if v := q.Get("claim_idle"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return c, fmt.Errorf("redisbroker: claim_idle=%q: want a positive duration such as 60s", v)
+		}
+		c.claimIdle = d
+	}
+	q.Del("maxlen")
+	q.Del("claim_idle")
+	s := *u
+	s.RawQuery = q.Encode()
+	s.Fragment = ""
+	opts, err := redis.ParseURL(s.String())
+	if err != nil {
+		return c, fmt.Errorf("redisbroker: %s", broker.RedactError(err, u))
+	}
+	c.opts = opts
+	return c, nil
+}
+
+// client opens a client (a connection pool) and checks the server answers.
+func (c config) client(ctx context.Context, name string) (*redis.Client, error) {
+	opts := *c.opts
+	opts.ClientName = name
+	cl := redis.NewClient(&opts)
+	if err := cl.Ping(ctx).Err(); err != nil {
+		_ = cl.Close()
+		return nil, fmt.Errorf("redisbroker: ping %s: %w", opts.Addr, err)
+	}
+	return cl, nil
+}
+
+type redisBroker struct {
+	cfg    config
+	u      *url.URL
+	logger watermill.LoggerAdapter
+	pub    *redisstream.Publisher
+
+	mu     sync.Mutex
+	closed bool
+	subs   []*redisstream.Subscriber
+}
+
+// Open is the redis driver.
+func Open(ctx context.Context, u *url.URL, opts broker.Options) (broker.Broker, error) {
+	cfg, err := parseURL(u)
+	if err != nil {
+		return nil, err
+	}
+	cl, err := cfg.client(ctx, "eventbus-publisher")
+	if err != nil {
+		return nil, err
+	}
+	logger := watermill.NewSlogLogger(opts.Logger)
+	pub, err := redisstream.NewPublisher(redisstream.PublisherConfig{
+		Client:        cl,
+		Marshaller:    marshaller{},
+		DefaultMaxlen: cfg.maxlen,
+	}, logger)
+	if err != nil {
+		_ = cl.Close()
+		return nil, fmt.Errorf("redisbroker: publisher: %w", err)
+	}
+	return &redisBroker{cfg: cfg, u: u, logger: logger, pub: pub}, nil
+}
+
+func (b *redisBroker) Publisher() message.Publisher { return publisher{b} }
+
+func (b *redisBroker) Subscriber(group string) (message.Subscriber, error) {
+	if group == "" {
+		return nil, errors.New("redisbroker: empty consumer group")
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil, errors.New("redisbroker: broker closed")
+	}
+	consumer := watermill.NewShortUUID()
+	cl, err := b.cfg.client(context.Background(), "eventbus-"+group+"-"+consumer)
+	if err != nil {
+		return nil, errors.New(broker.RedactError(err, b.u))
+	}
+	// The subscriber closes the client when it closes.
+	sub, err := redisstream.NewSubscriber(redisstream.SubscriberConfig{
+		Client:        cl,
+		Unmarshaller:  marshaller{},
+		Consumer:      consumer,
+		ConsumerGroup: group,
+		OldestId:      "0",
+		MaxIdleTime:   b.cfg.claimIdle,
+		ClaimInterval: min(redisstream.DefaultClaimInterval, b.cfg.claimIdle),
+		// Block at most BlockTime per read, so that Close is not stuck
+		// behind a read waiting for a message.
+		DisableIndefiniteInitialBlock: true,
+		BlockTime:                     time.Second,
+		// A nacked message is handed out again after this pause (the same
+		// message: the stream does not move on meanwhile).
+		NackResendSleep: nackResendSleep,
+		// Stop reading, without the half-second pause of other errors,
+		// once the subscription or the client is closed.
+		ShouldStopOnReadErrors: closing,
+	}, quietLogger{b.logger.With(watermill.LogFields{"consumer_group": group})})
+	if err != nil {
+		_ = cl.Close()
+		return nil, fmt.Errorf("redisbroker: subscriber %s: %w", group, err)
+	}
+	b.subs = append(b.subs, sub)
+	return subscriber{sub, b, group}, nil
+}
+
+func (b *redisBroker) Close() error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	subs := b.subs
+	b.subs = nil
+	b.mu.Unlock()
+	var errs []error
+	for _, s := range subs {
+		if err := s.Close(); err != nil && !errors.Is(err, redis.ErrClosed) {
+			errs = append(errs, fmt.Errorf("redisbroker: close subscriber: %w", err))
+		}
+	}
+	if err := b.pub.Close(); err != nil && !errors.Is(err, redis.ErrClosed) {
+		errs = append(errs, fmt.Errorf("redisbroker: close publisher: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+type publisher struct{ b *redisBroker }
+
+func (p publisher) Publish(topic string, msgs ...*message.Message) error {
+	if err := p.b.pub.Publish(topic, detach(msgs)...); err != nil {
+		return fmt.Errorf("redisbroker: publish to %s: %s", topic, broker.RedactError(err, p.b.u))
+	}
+	return nil
+}
+
+func (publisher) Close() error { return nil } // the broker owns it
+
+// detach returns copies of msgs whose contexts are never canceled:
+// watermill-redisstream runs XADD with the message's context, and a message
+// may come with one already canceled (a consumer dead-lettering the message
+// it handled, whose handler context ended), which would fail every attempt.
+func detach(msgs []*message.Message) []*message.Message {
+	out := make([]*message.Message, len(msgs))
+	for i, m := range msgs {
+		out[i] = m.Copy()
+		out[i].SetContext(context.WithoutCancel(m.Context()))
+	}
+	return out
+}
+
+type subscriber struct {
+	*redisstream.Subscriber
+	b     *redisBroker
+	group string
+}
+
+func (s subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	ch, err := s.Subscriber.Subscribe(ctx, topic)
+	if err != nil {
+		return nil, fmt.Errorf("redisbroker: subscribe %s to %s: %s", s.group, topic, broker.RedactError(err, s.b.u))
+	}
+	return ch, nil
+}
+
+// closing reports whether err comes from the subscription's context ending
+// or its client closing.
+func closing(err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(err, redis.ErrClosed)
+}
+
+// quietLogger logs the subscriber's read errors caused by a normal stop at
+// debug level instead of error level.
+type quietLogger struct{ watermill.LoggerAdapter }
+
+func (l quietLogger) Error(msg string, err error, fields watermill.LogFields) {
+	if closing(err) {
+		l.LoggerAdapter.Debug(msg, fields.Add(watermill.LogFields{"error": err.Error()}))
+		return
+	}
+	l.LoggerAdapter.Error(msg, err, fields)
+}
+
+func (l quietLogger) With(fields watermill.LogFields) watermill.LoggerAdapter {
+	return quietLogger{l.LoggerAdapter.With(fields)}
+}
+
+// marshaller is watermill-redisstream's, tolerant on the way in: an entry
+// from another producer, without a message UUID or with metadata that does
+// not decode, still reaches the consumer (which dead-letters what it cannot
+// decode) instead of stopping the subscription.
+type marshaller struct {
+	redisstream.DefaultMarshallerUnmarshaller
+}
+
+// metadataUndecodable is set on a message whose metadata did not decode.
+const metadataUndecodable = "eventbus_redis_metadata_error"
+
+func (m marshaller) Unmarshal(values map[string]any) (*message.Message, error) {
+	if _, ok := values[redisstream.UUIDHeaderKey].(string); ok {
+		if msg, err := m.DefaultMarshallerUnmarshaller.Unmarshal(values); err == nil {
+			return msg, nil
+		}
+	}
+	id, _ := values[redisstream.UUIDHeaderKey].(string)
+	if id == "" {
+		id = watermill.NewUUID()
+	}
+	payload, _ := values["payload"].(string)
+	msg := message.NewMessage(id, []byte(payload))
+	if s, _ := values["metadata"].(string); s != "" {
+		md := make(message.Metadata)
+		if err := msgpack.Unmarshal([]byte(s), &md); err != nil {
+			msg.Metadata.Set(metadataUndecodable, err.Error())
+		} else {
+			msg.Metadata = md
+		}
+	}
+	return msg, nil
+}
