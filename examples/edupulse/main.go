@@ -61,6 +61,9 @@ type config struct {
 	MetricsAddr  string
 	Progress     bool
 	Verbose      bool
+
+	// onMetrics, if set, is called with the /metrics URL once it serves.
+	onMetrics func(url string)
 }
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {

@@ -3,7 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
+	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -45,6 +48,60 @@ func TestScenario(t *testing.T) {
 	} {
 		if rows[name] != want {
 			t.Errorf("%s: committed/consumed %q, want %q\n%s", name, rows[name], want, out)
+		}
+	}
+}
+
+// TestMetricsEndpoint runs the example with -metrics-addr and scrapes it
+// while it runs.
+func TestMetricsEndpoint(t *testing.T) {
+	cfg, err := parseFlags([]string{"-students", "10", "-answers", "3", "-progress=false", "-metrics-addr", "127.0.0.1:0"}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.DatabaseURL = pgtest.NewDatabase(t)
+	var mu sync.Mutex
+	var last string
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	cfg.onMetrics = func(url string) {
+		wg.Go(func() {
+			for {
+				if resp, err := http.Get(url); err == nil {
+					body, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode == http.StatusOK {
+						mu.Lock()
+						last = string(body)
+						mu.Unlock()
+					}
+				}
+				select {
+				case <-stop:
+					return
+				case <-time.After(20 * time.Millisecond):
+				}
+			}
+		})
+	}
+	var stdout, stderr bytes.Buffer
+	err = run(context.Background(), cfg, &stdout, &stderr)
+	close(stop)
+	wg.Wait()
+	if err != nil {
+		t.Fatalf("run: %v\n%s\n%s", err, stdout.String(), stderr.String())
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, want := range []string{
+		"eventbus_outbox_backlog{lane=\"0\"}",
+		"eventbus_relay_published_total",
+		"eventbus_consumer_handled_total{consumer_group=\"badges\"}",
+		"eventbus_dead_letters 0",
+		"eventbus_status_up 1",
+	} {
+		if !strings.Contains(last, want) {
+			t.Errorf("scrape lacks %q:\n%s", want, last)
 		}
 	}
 }

@@ -79,9 +79,18 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	note := &notifier{logger: logger, stats: stats}
 	notifications.OnAny(func(ctx context.Context, ev bus.Event) error { return gen.Dispatch(ctx, note, ev) })
 
+	relayMiddlewares := []message.HandlerMiddleware{countRelayed(stats)}
+	if cfg.MetricsAddr != "" {
+		mw, stopMetrics, err := serveMetrics(ctx, cfg, stderr, pool, map[string]*bus.Consumer{"badges": badges, "notifications": notifications})
+		if err != nil {
+			return err
+		}
+		defer stopMetrics()
+		relayMiddlewares = append(relayMiddlewares, mw)
+	}
 	relay, err := bus.NewRelay(bus.RelayConfig{
 		Pool: pool, Publisher: b.Publisher(), Logger: logger,
-		Middlewares: []message.HandlerMiddleware{countRelayed(stats)},
+		Middlewares: relayMiddlewares,
 	})
 	if err != nil {
 		return err
