@@ -194,7 +194,7 @@ func NewConsumer(cfg ConsumerConfig) (*Consumer, error) {
 		return nil, err
 	}
 	cfg.setDefaults()
-	logger := watermill.NewSlogLogger(cfg.Logger.With("consumer_group", cfg.Group))
+	logger := newWatermillLogger(cfg.Logger.With("consumer_group", cfg.Group))
 	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: cfg.CloseTimeout}, logger)
 	if err != nil {
 		return nil, fmt.Errorf("bus: consumer: %w", err)
@@ -248,6 +248,9 @@ func (c *Consumer) OnAnyTx(fn func(ctx context.Context, tx pgx.Tx, ev Event) ([]
 	c.tx[""] = append(c.tx[""], fn)
 }
 
+// Group returns the consumer group.
+func (c *Consumer) Group() string { return c.cfg.Group }
+
 // Stats returns the consumer's counters.
 func (c *Consumer) Stats() ConsumerStats {
 	return ConsumerStats{Handled: c.handled.Load(), Failed: c.failed.Load(), Duplicates: c.duplicates.Load(), DeadLettered: c.dead.Load()}
@@ -279,7 +282,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		ShouldRetry: func(p middleware.RetryParams) bool {
 			c.failed.Add(1)
 			if p.RetryNum == 0 {
-				c.logger.Info("Handler failed, retrying", watermill.LogFields{"error": p.Err.Error(), "permanent": IsPermanent(p.Err)})
+				c.logger.Error("Handler failed", errors.New(p.Err.Error()), watermill.LogFields{"permanent": IsPermanent(p.Err)})
 			}
 			return !IsPermanent(p.Err) && !c.stopping.Load()
 		},

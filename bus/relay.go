@@ -179,7 +179,13 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 		return nil, err
 	}
 	cfg.setDefaults()
-	return &Relay{cfg: cfg, logger: watermill.NewSlogLogger(cfg.Logger), q: db.New()}, nil
+	return &Relay{cfg: cfg, logger: newWatermillLogger(cfg.Logger), q: db.New()}, nil
+}
+
+// newWatermillLogger adapts l for Watermill, logging Watermill's chatty
+// Info messages (handlers added, subscribers started) at Debug.
+func newWatermillLogger(l *slog.Logger) watermill.LoggerAdapter {
+	return watermill.NewSlogLoggerWithLevelMapping(l, map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})
 }
 
 // LaneConsumerGroup is the watermill-sql consumer group under which a relay
@@ -318,9 +324,8 @@ func (r *Relay) newLaneForwarder(pool *pgxpool.Pool, sqlDB *sql.DB, lane int, wa
 			// Log the first failure and then every tenth, without the
 			// stack traces Watermill's errors carry.
 			if p.RetryNum%10 == 0 {
-				logger.Info("Publishing an event failed, retrying", watermill.LogFields{
-					"attempt": p.RetryNum + 1, "permanent": IsPermanent(p.Err), "retry": retry,
-					"next_delay": p.Delay, "error": p.Err.Error()})
+				logger.Error("Publishing an event failed", errors.New(p.Err.Error()), watermill.LogFields{
+					"attempt": p.RetryNum + 1, "permanent": IsPermanent(p.Err), "retry": retry, "next_delay": p.Delay})
 			}
 			return retry
 		},
