@@ -399,7 +399,15 @@ func (c *Consumer) cleanInbox(ctx context.Context) {
 type deadLetterCounter struct{ c *Consumer }
 
 func (d deadLetterCounter) Publish(topic string, msgs ...*message.Message) error {
-	if err := d.c.cfg.DeadLetter.Publish(topic, msgs...); err != nil {
+	// The handler's context is cancelled by now (the Timeout middleware
+	// ends it when the handler returns); publishers that honour the
+	// message context would fail, so publish copies with a live one.
+	copies := make([]*message.Message, len(msgs))
+	for i, m := range msgs {
+		copies[i] = m.Copy()
+		copies[i].SetContext(context.WithoutCancel(m.Context()))
+	}
+	if err := d.c.cfg.DeadLetter.Publish(topic, copies...); err != nil {
 		return err
 	}
 	d.c.dead.Add(int64(len(msgs)))

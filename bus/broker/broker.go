@@ -138,8 +138,13 @@ func Redact(rawURL string) string {
 		}
 		return "(unparsable URL)"
 	}
-	if _, has := u.User.Password(); !has {
+	if u.User == nil {
 		return rawURL
+	}
+	if _, has := u.User.Password(); !has {
+		// A user alone may be a token (nats://TOKEN@host): mask it too.
+		u.User = url.User("xxxxx")
+		return u.String()
 	}
 	return u.Redacted()
 }
@@ -152,6 +157,8 @@ func RedactError(err error, u *url.URL) string {
 	}
 	if p, ok := u.User.Password(); ok && p != "" {
 		s = strings.ReplaceAll(s, p, "xxxxx")
+	} else if name := u.User.Username(); name != "" {
+		s = strings.ReplaceAll(s, name, "xxxxx")
 	}
 	return s
 }

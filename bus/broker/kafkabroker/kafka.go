@@ -8,8 +8,9 @@
 //     (defaults 4 and 1).
 //   - create_topics: create a topic on first use (default true); with
 //     false, topics must exist or the brokers must auto-create them.
-//   - version: the Kafka protocol version Sarama speaks (default 2.3.0,
-//     which brokers from 2.3 to 4.x accept).
+//   - version: the Kafka protocol version Sarama speaks (default 2.3.0:
+//     brokers from 2.3 on accept it; the in-process kfake used by the tests
+//     needs 1.0.0 to 2.3.0).
 //   - tls: connect with TLS (default false).
 //
 // A user and password in the URL authenticate with SASL/PLAIN (use TLS).

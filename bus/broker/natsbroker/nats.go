@@ -2,16 +2,23 @@
 // through watermill-nats/v2.
 //
 // URL: nats://[user:password@]host:4222[?ack_wait=30s&max_ack_pending=64&max_age=0&replicas=1]
-// (a token goes in the user part: nats://TOKEN@host:4222).
+//
+// An authentication token goes in the password, with the user "token":
+// nats://token:TOKEN@host:4222, so that it is masked like a password in logs
+// and errors (NATS's own nats://TOKEN@host form would show it).
 //
 // Query parameters:
 //   - ack_wait: how long the server waits for a consumer's ack before
-//     redelivering (default 30s). Also bounds a handler's run.
+//     redelivering (default 30s); a message whose handler runs longer is
+//     delivered again.
 //   - max_ack_pending: messages a consumer group may hold unacknowledged
 //     (default 64). Messages wait in the client while earlier ones are
 //     handled, so keep max_ack_pending × handler time below ack_wait.
 //   - max_age: how long a stream keeps messages (default 0: forever).
 //   - replicas: stream replicas in a cluster (default 1).
+//
+// These apply when this package creates a stream or consumer; existing ones
+// keep their settings.
 //
 // Layout: each topic is a JetStream stream, created on first use, capturing
 // the subjects "<topic>.*"; a message is published on the subject
@@ -20,7 +27,7 @@
 // limits apply per aggregate. The stream name is the topic with characters
 // invalid in stream names ('.', '*', '>', '/', '\', spaces) replaced by '_'
 // and a hash of the topic appended when anything was replaced
-// (edupulse.pulse → edupulse_pulse_1c2d3e4f). A topic must be a valid NATS
+// (edupulse.pulse → edupulse_pulse_4addafbf). A topic must be a valid NATS
 // subject: dot-separated non-empty tokens, no spaces or wildcards.
 //
 // A consumer group is a durable push consumer per (group, topic), created
@@ -80,7 +87,8 @@ func init() { broker.Register(Scheme, Open) }
 
 // config is what the URL says.
 type config struct {
-	serverURL     string // without our query parameters
+	serverURL     string // without our query parameters, nor a token
+	token         string
 	ackWait       time.Duration
 	maxAckPending int
 	maxAge        time.Duration
@@ -117,6 +125,12 @@ func parseURL(u *url.URL) (config, error) {
 	s := *u
 	s.RawQuery = ""
 	s.Fragment = ""
+	if u.User != nil && u.User.Username() == "token" {
+		if p, ok := u.User.Password(); ok {
+			c.token = p
+			s.User = nil
+		}
+	}
 	c.serverURL = s.String()
 	return c, nil
 }
@@ -187,11 +201,11 @@ func Open(_ context.Context, u *url.URL, opts broker.Options) (broker.Broker, er
 }
 
 func connect(cfg config, name string) (*nats.Conn, error) {
-	conn, err := nats.Connect(cfg.serverURL,
-		nats.Name(name),
-		nats.Timeout(connectTimeout),
-		nats.MaxReconnects(-1),
-	)
+	opts := []nats.Option{nats.Name(name), nats.Timeout(connectTimeout), nats.MaxReconnects(-1)}
+	if cfg.token != "" {
+		opts = append(opts, nats.Token(cfg.token))
+	}
+	conn, err := nats.Connect(cfg.serverURL, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("natsbroker: connect: %w", err)
 	}

@@ -1,0 +1,84 @@
+package natsbroker_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/edupulse/eventbus/bus/broker"
+	"github.com/edupulse/eventbus/bus/broker/brokertest"
+	_ "github.com/edupulse/eventbus/bus/broker/natsbroker"
+	"github.com/edupulse/eventbus/internal/brokertest/servers"
+	"github.com/edupulse/eventbus/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+func TestConformance(t *testing.T) {
+	brokertest.Run(t, brokertest.Features{OrderPerAggregate: true}, func(t *testing.T) string { return servers.NATS(t) })
+}
+
+func TestOpenErrors(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, tc := range []struct{ url, want string }{
+		{"nats://user:s3cret-pw@127.0.0.1:1", "connect"},
+		{"nats://user:s3cret-pw@127.0.0.1:4222?ack_wait=soon", "ack_wait"},
+		{"nats://user:s3cret-pw@127.0.0.1:4222?max_ack_pending=0", "max_ack_pending"},
+		{"nats://user:s3cret-pw@127.0.0.1:4222?acks=all", "unknown query parameter"},
+	} {
+		b, err := broker.Open(ctx, tc.url, broker.Options{})
+		if err == nil {
+			b.Close()
+			t.Fatalf("Open(%s) succeeded", broker.Redact(tc.url))
+		}
+		t.Logf("Open(%s): %v", broker.Redact(tc.url), err)
+		if strings.Contains(err.Error(), "s3cret-pw") {
+			t.Errorf("error reveals the password: %v", err)
+		}
+		if !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Open(%s) = %v, want it to mention %q", broker.Redact(tc.url), err, tc.want)
+		}
+	}
+}
+
+// TestAuth opens brokers on servers requiring a password or a token, and
+// checks that a wrong one is refused without showing it.
+func TestAuth(t *testing.T) {
+	for name, opts := range map[string]*server.Options{
+		"password": {Username: "app", Password: "s3cret-pw"},
+		"token":    {Authorization: "s3cret-pw"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			opts.Host, opts.Port, opts.JetStream, opts.StoreDir, opts.NoLog, opts.NoSigs = "127.0.0.1", server.RANDOM_PORT, true, t.TempDir(), true, true
+			s, err := server.NewServer(opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.Start()
+			t.Cleanup(s.Shutdown)
+			if !s.ReadyForConnections(10 * time.Second) {
+				t.Fatal("server not ready")
+			}
+			host := strings.TrimPrefix(s.ClientURL(), "nats://")
+			user := map[string]string{"password": "app", "token": "token"}[name]
+			ctx := context.Background()
+			b, err := broker.Open(ctx, "nats://"+user+":s3cret-pw@"+host, broker.Options{})
+			if err != nil {
+				t.Fatalf("open: %v", err)
+			}
+			b.Close()
+			_, err = broker.Open(ctx, "nats://"+user+":wrong-pw@"+host, broker.Options{})
+			if err == nil {
+				t.Fatal("open with a wrong password succeeded")
+			}
+			t.Logf("wrong password: %v", err)
+			if strings.Contains(err.Error(), "wrong-pw") {
+				t.Errorf("error reveals the password: %v", err)
+			}
+		})
+	}
+}
