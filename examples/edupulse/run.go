@@ -16,7 +16,12 @@ import (
 
 	"github.com/edupulse/eventbus/bus"
 	"github.com/edupulse/eventbus/bus/broker"
+	// Every adapter, so that -broker can name any of them.
+	_ "github.com/edupulse/eventbus/bus/broker/amqpbroker"
 	_ "github.com/edupulse/eventbus/bus/broker/gochannelbroker"
+	_ "github.com/edupulse/eventbus/bus/broker/kafkabroker"
+	_ "github.com/edupulse/eventbus/bus/broker/natsbroker"
+	_ "github.com/edupulse/eventbus/bus/broker/redisbroker"
 	_ "github.com/edupulse/eventbus/bus/broker/sqlbroker"
 	"github.com/edupulse/eventbus/gen"
 	"github.com/edupulse/eventbus/internal/db"
