@@ -299,11 +299,20 @@ func (c *Consumer) Run(ctx context.Context) error {
 		defer cancel()
 		go c.cleanInbox(cleanCtx)
 	}
+	// Flag the stop before the router cancels the handlers' contexts, so
+	// that a handler cut short is nacked (redelivered later), never
+	// retried or dead-lettered.
+	routerCtx, cancelRouter := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelRouter()
 	go func() {
-		<-ctx.Done()
+		select {
+		case <-ctx.Done():
+		case <-routerCtx.Done():
+		}
 		c.stopping.Store(true)
+		cancelRouter()
 	}()
-	err = c.router.Run(ctx)
+	err = c.router.Run(routerCtx)
 	if err != nil && ctx.Err() == nil {
 		return fmt.Errorf("bus: consumer %s: %w", c.cfg.Group, err)
 	}

@@ -127,7 +127,14 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 
 	start := time.Now()
 	produceErr := produce(ctx, cfg, svc)
-	drainErr := waitDrained(ctx, cfg, pool, stats, badges)
+	drainCtx, drainTimeout := ctx, cfg.DrainTimeout
+	if ctx.Err() != nil {
+		// Interrupted: producers stopped; let what committed drain for a
+		// moment (a second Ctrl-C ends the process at once).
+		fmt.Fprintln(stderr, "\nedupulse: interrupted: draining what was committed (Ctrl-C again to quit now)")
+		drainCtx, drainTimeout = context.WithoutCancel(ctx), min(cfg.DrainTimeout, 15*time.Second)
+	}
+	drainErr := waitDrained(drainCtx, drainTimeout, pool, stats, badges)
 	elapsed := time.Since(start)
 
 	stopAll()
@@ -137,7 +144,7 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stderr)
 	}
 	if ctx.Err() != nil {
-		fmt.Fprintln(stderr, "edupulse: interrupted, stopped cleanly")
+		fmt.Fprintln(stderr, "edupulse: stopped cleanly after the interrupt")
 	}
 
 	rep, err := buildReport(context.WithoutCancel(ctx), pool, cfg, stats, badges, notifications, elapsed)
@@ -229,8 +236,8 @@ func produce(ctx context.Context, cfg config, svc *service) error {
 
 // waitDrained waits until the outbox is relayed and both consumers handled
 // everything, chained badges included.
-func waitDrained(ctx context.Context, cfg config, pool *pgxpool.Pool, stats *runStats, badges *bus.Consumer) error {
-	deadline := time.Now().Add(cfg.DrainTimeout)
+func waitDrained(ctx context.Context, timeout time.Duration, pool *pgxpool.Pool, stats *runStats, badges *bus.Consumer) error {
+	deadline := time.Now().Add(timeout)
 	q := db.New()
 	for {
 		lanes, err := q.LaneStatus(ctx, pool, bus.ConsumerGroupDefault)
@@ -252,7 +259,7 @@ func waitDrained(ctx context.Context, cfg config, pool *pgxpool.Pool, stats *run
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("not drained after %s: backlog %d, answers counted %d of %d, consumed %d of %d",
-				cfg.DrainTimeout, backlog, answersSeen, wantAnswers, snap.consumed, snap.published+badgeRows)
+				timeout, backlog, answersSeen, wantAnswers, snap.consumed, snap.published+badgeRows)
 		}
 		select {
 		case <-ctx.Done():
