@@ -33,7 +33,7 @@ const (
 	MaxAttemptsDefault       = 5
 	BackoffInitialDefault    = 100 * time.Millisecond
 	BackoffMaxDefault        = 10 * time.Second
-	AckDeadlineDefault       = 30 * time.Second
+	AckDeadlineDefault       = 5 * time.Second
 	RetentionDefault         = 24 * time.Hour
 	CleanIntervalDefault     = time.Minute
 	ShutdownTimeoutDefault   = 30 * time.Second
@@ -76,7 +76,11 @@ type RelayConfig struct {
 	BatchSize int
 	// AckDeadline bounds the time one event may take to be published,
 	// retries included, before the lane's batch is given up and read again.
-	// Defaults to 30 seconds.
+	// While publishing keeps failing, the lane then pauses between batches
+	// (exponential backoff up to BackoffMax) without holding a
+	// transaction: a lane's batch transaction holds back what every
+	// watermill-sql reader of the PostgreSQL cluster may read. Defaults to
+	// 5 seconds.
 	AckDeadline time.Duration
 	// MaxAttempts is the number of attempts for an event whose failure is
 	// permanent (see Permanent) before it is dead-lettered. Other failures
@@ -227,7 +231,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	wakers := make(map[string]*laneWaker, len(lanes))
 	forwarders := make([]*forwarder.Forwarder, 0, len(lanes))
 	for _, lane := range lanes {
-		w := newLaneWaker(runCtx, draining, r.cfg.PollInterval, r.cfg.RetryInterval)
+		w := newLaneWaker(runCtx, draining, r.cfg.PollInterval, r.cfg.RetryInterval, r.cfg.BackoffInitial, r.cfg.BackoffMax)
 		wakers["watermill_"+schema.LaneTopic(lane)] = w
 		f, err := r.newLaneForwarder(pool, sqlDB, lane, w)
 		if err != nil {
@@ -320,6 +324,9 @@ func (r *Relay) newLaneForwarder(pool *pgxpool.Pool, sqlDB *sql.DB, lane int, wa
 		Multiplier:          backoffMultiplierDefault,
 		RandomizationFactor: backoffRandomization,
 		ShouldRetry: func(p middleware.RetryParams) bool {
+			if !IsPermanent(p.Err) {
+				waker.publishFailed()
+			}
 			retry := !IsPermanent(p.Err) || p.RetryNum+1 < maxAttempts
 			// Log the first failure and then every tenth, without the
 			// stack traces Watermill's errors carry.
@@ -330,7 +337,7 @@ func (r *Relay) newLaneForwarder(pool *pgxpool.Pool, sqlDB *sql.DB, lane int, wa
 			return retry
 		},
 	}
-	mws := []message.HandlerMiddleware{poison, retry.Middleware, countAttempts}
+	mws := []message.HandlerMiddleware{poison, waker.trackPublishes, retry.Middleware, countAttempts}
 	mws = append(mws, r.cfg.Middlewares...)
 	mws = append(mws, validateOutboxRow)
 	return forwarder.NewForwarder(sub, r.cfg.Publisher, logger, forwarder.Config{

@@ -24,7 +24,7 @@ func TestRelayToSQLPubSub(t *testing.T) {
 	ctx := context.Background()
 	pool, ob := newOutboxDB(t, 2)
 	brokerDB := stdlib.OpenDBFromPool(pgtest.NewPool(t))
-	defer brokerDB.Close()
+	t.Cleanup(func() { brokerDB.Close() }) // after the relay stopped (cleanups run last in, first out)
 	logger := watermill.NopLogger{}
 	pub, err := wsql.NewPublisher(brokerDB, wsql.PublisherConfig{SchemaAdapter: wsql.DefaultPostgreSQLSchema{}, AutoInitializeSchema: true}, logger)
 	if err != nil {
@@ -37,13 +37,8 @@ func TestRelayToSQLPubSub(t *testing.T) {
 	}
 	defer sub.Close()
 
-	pulse := uuid.New()
-	events := []bus.Event{pulseCreated(pulse, "sql"), pulseAnswered(pulse), pulseAnswered(pulse)}
-	if err := ob.InTx(ctx, pool, func(context.Context, pgx.Tx) ([]bus.Event, error) { return events, nil }); err != nil {
-		t.Fatal(err)
-	}
-	runRelay(t, bus.RelayConfig{Pool: pool, Publisher: pub})
-
+	// Subscribe first: it creates the topic tables, which the relay's
+	// publisher would otherwise race to create.
 	subCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	created, err := sub.Subscribe(subCtx, gen.PulseCreated{}.EventName())
@@ -54,6 +49,14 @@ func TestRelayToSQLPubSub(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+
+	pulse := uuid.New()
+	events := []bus.Event{pulseCreated(pulse, "sql"), pulseAnswered(pulse), pulseAnswered(pulse)}
+	if err := ob.InTx(ctx, pool, func(context.Context, pgx.Tx) ([]bus.Event, error) { return events, nil }); err != nil {
+		t.Fatal(err)
+	}
+	runRelay(t, bus.RelayConfig{Pool: pool, Publisher: pub})
+
 	var got []string
 	for len(got) < len(events) {
 		var ch = created

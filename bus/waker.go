@@ -4,9 +4,11 @@ import (
 	"context"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -28,15 +30,54 @@ type laneWaker struct {
 	retryInterval time.Duration
 	mu            sync.Mutex
 	lastWake      time.Time
+
+	// failures counts consecutive transient publish failures; while there
+	// are some, the lane waits out a backoff between batches, holding no
+	// transaction (see HandleError).
+	failures                   atomic.Int32
+	backoffInitial, backoffMax time.Duration
 }
 
 // newLaneWaker returns a waker that stops for good when ctx ends. Once
 // draining is closed, the lane reads no new batch: the next time the
 // subscriber asks how long to wait (its current batch is then committed or
 // rolled back), the waker closes idle and blocks until ctx ends.
-func newLaneWaker(ctx context.Context, draining <-chan struct{}, poll, retry time.Duration) *laneWaker {
+func newLaneWaker(ctx context.Context, draining <-chan struct{}, poll, retry, backoffInitial, backoffMax time.Duration) *laneWaker {
 	return &laneWaker{ctx: ctx, draining: draining, idle: make(chan struct{}),
-		wake: make(chan struct{}, 1), pollInterval: poll, retryInterval: retry}
+		wake: make(chan struct{}, 1), pollInterval: poll, retryInterval: retry,
+		backoffInitial: backoffInitial, backoffMax: backoffMax}
+}
+
+// publishFailed records a transient publish failure of the lane.
+func (w *laneWaker) publishFailed() { w.failures.Add(1) }
+
+// trackPublishes is a relay middleware resetting the failure count when
+// a publish succeeds.
+func (w *laneWaker) trackPublishes(h message.HandlerFunc) message.HandlerFunc {
+	return func(msg *message.Message) ([]*message.Message, error) {
+		out, err := h(msg)
+		if err == nil {
+			w.failures.Store(0)
+		}
+		return out, err
+	}
+}
+
+// outageBackoff is how long the lane pauses before its next batch while
+// publishing fails: a batch holds a transaction with a transaction id (its
+// offsets row lock), and any such transaction holds back what every
+// watermill-sql reader of the cluster may read, so a lane in an outage
+// must not sit in one. Zero when the last publish succeeded.
+func (w *laneWaker) outageBackoff() time.Duration {
+	n := w.failures.Load()
+	if n == 0 {
+		return 0
+	}
+	d := w.backoffInitial << min(n, 20)
+	if d <= 0 || d > w.backoffMax {
+		d = w.backoffMax
+	}
+	return d
 }
 
 // parkIfDraining blocks until the relay stops if it is draining, and
@@ -78,6 +119,10 @@ func (w *laneWaker) HandleError(logger watermill.LoggerAdapter, noMsg bool, err 
 	if w.parkIfDraining() {
 		return 0
 	}
+	if d := w.outageBackoff(); d > 0 {
+		w.waitOutage(d)
+		return 0
+	}
 	if err != nil {
 		if strings.Contains(strings.ToLower(err.Error()), "concurrent update") {
 			// Another relay process holds this lane; it released the offsets
@@ -102,6 +147,19 @@ func (w *laneWaker) HandleError(logger watermill.LoggerAdapter, noMsg bool, err 
 	}
 	w.wait(w.pollInterval)
 	return 0
+}
+
+// waitOutage blocks for d or until the relay stops or drains; NOTIFY
+// wake-ups do not shorten it.
+func (w *laneWaker) waitOutage(d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-w.ctx.Done():
+	case <-w.draining:
+		w.parkIfDraining()
+	}
 }
 
 // wait blocks for d, until a wake-up, or until the relay stops.
