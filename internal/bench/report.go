@@ -1,0 +1,318 @@
+package main
+
+import (
+	"fmt"
+	"image/color"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
+)
+
+// Results is everything one run measured.
+type Results struct {
+	Config   Config
+	Meta     Meta
+	Producer []ProducerRow
+	Relay    []RelayRow
+	Latency  []LatencyRow
+	Memory   []MemoryRow
+	Targets  []Target
+}
+
+// Target is one goal of the issue, evaluated on this run.
+type Target struct {
+	Name, Want, Got string
+	Met             bool
+}
+
+// Targets of the issue.
+const (
+	targetProducerCost = 1.3  // publish cost / raw insert cost, at most
+	targetRelayRatio   = 3.0  // 4 lanes / stock, at least
+	targetNotifyP99    = 50.0 // ms at 200 events/s, below
+	targetLanes        = 4
+	targetRate         = 200
+)
+
+func (r *Results) evaluateTargets() {
+	r.Targets = nil
+	for _, p := range r.Producer {
+		got := p.CostRatio
+		r.Targets = append(r.Targets, Target{
+			Name: fmt.Sprintf("Producer cost, %d event(s)/tx, %d producer(s): publish / raw INSERT", p.Events, p.Producers),
+			Want: fmt.Sprintf("≤ %.1fx", targetProducerCost),
+			Got:  fmtRatio(got),
+			Met:  got.Median <= targetProducerCost,
+		})
+	}
+	for _, row := range r.Relay {
+		if row.Lanes != targetLanes {
+			continue
+		}
+		r.Targets = append(r.Targets, Target{
+			Name: fmt.Sprintf("Relay throughput to %s: %d lanes / stock Watermill", row.Sink, targetLanes),
+			Want: fmt.Sprintf("≥ %.0fx", targetRelayRatio),
+			Got:  fmtRatio(row.Ratio),
+			Met:  row.Ratio.Median >= targetRelayRatio,
+		})
+	}
+	for _, row := range r.Latency {
+		if row.Mode != modeNotify || row.Rate != targetRate {
+			continue
+		}
+		r.Targets = append(r.Targets, Target{
+			Name: fmt.Sprintf("Latency with NOTIFY at %d events/s: p99", targetRate),
+			Want: fmt.Sprintf("< %.0f ms", targetNotifyP99),
+			Got:  fmt.Sprintf("%.1f ms", row.P99),
+			Met:  row.P99 < targetNotifyP99,
+		})
+	}
+}
+
+func fmtSummary(s Summary, format string) string {
+	if s.N <= 1 {
+		return fmt.Sprintf(format, s.Median)
+	}
+	return fmt.Sprintf(format+" ("+format+"–"+format+")", s.Median, s.Min, s.Max)
+}
+
+func fmtRatio(s Summary) string {
+	if s.N <= 1 {
+		return fmt.Sprintf("%.2fx", s.Median)
+	}
+	return fmt.Sprintf("**%.2fx** (%.2f–%.2f)", s.Median, s.Min, s.Max)
+}
+
+func fmtCount(v float64) string {
+	n := int64(math.Round(v))
+	s := fmt.Sprint(n)
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
+
+func fmtCounts(s Summary) string {
+	if s.N <= 1 {
+		return fmtCount(s.Median)
+	}
+	return fmt.Sprintf("%s (%s–%s)", fmtCount(s.Median), fmtCount(s.Min), fmtCount(s.Max))
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "**met**"
+	}
+	return "**missed**"
+}
+
+// Markdown renders the results.
+func (r *Results) Markdown() string {
+	var b strings.Builder
+	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	c, m := r.Config, r.Meta
+	w("# eventbus benchmark results\n\n")
+	w("- Command: `%s`\n", c.Command)
+	w("- Started %s, took %s; rounds: %d; short: %v\n", m.Started.UTC().Format(time.RFC3339), m.Duration.Round(time.Second), c.Rounds, c.Short)
+	w("- Machine: %d CPUs (%s), %s memory, Linux %s; load average before %s, after %s\n", m.NumCPU, m.CPUModel, m.MemTotal, m.Kernel, m.LoadBefore, m.LoadAfter)
+	w("- %s; %s (%s)\n", m.GoVersion, m.Postgres, m.PGSettings)
+	if m.Git != "" {
+		w("- Source: %s\n", m.Git)
+	}
+	if len(m.SectionTimes) > 0 {
+		var parts []string
+		for _, s := range m.SectionTimes {
+			parts = append(parts, fmt.Sprintf("%s %s", s.Name, s.Took.Round(time.Second)))
+		}
+		w("- Section times: %s\n", strings.Join(parts, ", "))
+	}
+	w("\nMedians over the rounds, with the spread (min–max) in parentheses. Ratios are computed per round (baseline and contender ran back to back) and then summarized. \"Others\" is the largest share of the machine's CPU that processes other than the bench and its PostgreSQL took during a run (100%% = one core of %d): the machine is shared, read ratios first.\n", m.NumCPU)
+
+	if len(r.Targets) > 0 {
+		w("\n## Targets\n\n| target | want | got | |\n|---|---|---|---|\n")
+		for _, t := range r.Targets {
+			w("| %s | %s | %s | %s |\n", t.Name, t.Want, t.Got, yesNo(t.Met))
+		}
+	}
+
+	if len(r.Producer) > 0 {
+		w("\n## 1. Producer cost\n\nTransactions/s of one connection per producer, each transaction BEGIN, the insert, COMMIT. Baseline: one raw pgx INSERT (multi-row for 10) of rows of the outbox's exact bytes into a table of watermill-sql v3's layout. Contender: `bus.Outbox.Publish` of the same number of events of one aggregate. Cost ratio = raw tx/s ÷ publish tx/s (≤ 1.3 is the target). Diagnostic: the raw INSERT into an outbox lane table (NOTIFY trigger, two more indexes).\n\n")
+		w("| events/tx | producers | raw INSERT tx/s | Outbox.Publish tx/s | **cost ratio** publish/raw | raw INSERT into lane table tx/s | cost ratio lane table/raw | CPU µs/tx bench: raw / publish | CPU µs/tx PostgreSQL: raw / lane / publish | others |\n")
+		w("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		for _, p := range r.Producer {
+			w("| %d | %d | %s | %s | %s | %s | %s | %.0f / %.0f | %.0f / %.0f / %.0f | %.0f%% |\n",
+				p.Events, p.Producers, fmtCounts(p.TPS[prodRaw]), fmtCounts(p.TPS[prodPublish]), fmtRatio(p.CostRatio),
+				fmtCounts(p.TPS[prodRawLane]), fmtRatio(p.LaneCostRatio),
+				p.GoCPU[prodRaw], p.GoCPU[prodPublish], p.PGCPU[prodRaw], p.PGCPU[prodRawLane], p.PGCPU[prodPublish], p.Other)
+		}
+	}
+
+	if len(r.Relay) > 0 {
+		w("\n## 2. Relay throughput\n\nA backlog of %s events drained from the relay's start until the last one was delivered (GoChannel: counted by subscribers acking at once; NATS: stored in the JetStream stream). Stock: watermill-sql v3 subscriber + `components/forwarder`, defaults (batch 100, poll 1 s). Contender: `bus.Relay` (defaults: batch 100, poll 1 s, NOTIFY) over n lanes. The diagnostic row is stock Watermill reading the same outbox with a keyset SELECT (a row comparison on the primary key instead of watermill-sql's OR, see internal/bench/keyset.go): the fix proposed for `bus.Relay`. CPU is the bench process (which also hosts the embedded nats-server) and the PostgreSQL server, per event.\n\n", fmtCount(float64(c.Backlog)))
+		w("| sink | relay | events/s | **ratio to stock** | CPU µs/event bench | CPU µs/event PostgreSQL | others |\n")
+		w("|---|---|---:|---:|---:|---:|---:|\n")
+		for _, row := range r.Relay {
+			w("| %s | %s | %s | %s | %.0f | %.0f | %.0f%% |\n", row.Sink, row.Name(), fmtCounts(row.EPS), fmtRatio(row.Ratio), row.GoCPU, row.PGCPU, row.Other)
+		}
+		if r.chartName() != "" {
+			w("\n![relay throughput against lanes](%s)\n", r.chartName())
+		}
+	}
+
+	if len(r.Latency) > 0 {
+		w("\n## 3. End-to-end latency\n\nOne event per transaction on %d lanes, offered at a fixed rate (open loop) for %s by 4 producers; latency from just before COMMIT to the GoChannel subscriber receiving the event; `bus.Relay` defaults otherwise.\n\n", latencyLanes, c.LatencyTime)
+		w("| wake-up | offered events/s | committed events/s | events | p50 ms | p99 ms | max ms | others |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
+		for _, l := range r.Latency {
+			w("| %s | %d | %.0f | %d | %.1f | %.1f | %.1f | %.0f%% |\n", l.Mode, l.Rate, l.Achieved, l.Events, l.P50, l.P99, l.Max, l.Other)
+		}
+	}
+
+	if len(r.Memory) > 0 {
+		w("\n## 4. Memory\n\nA child process (this binary re-executed) drains the backlog with 4 lanes to a publisher that only counts (a GoChannel would queue goroutines when the relay outpaces its subscriber, measuring the sink); peak RSS is its VmHWM from /proc/self/status (rusage maxrss would include the parent's RSS, inherited through the vfork-style clone before exec); idle RSS is after connecting, before relaying.\n\n")
+		w("| relay | backlog | peak RSS MiB | idle RSS MiB | drain s | events/s |\n|---|---:|---:|---:|---:|---:|\n")
+		for _, mm := range r.Memory {
+			w("| %s | %s | %.1f | %.1f | %.1f | %s |\n", mm.Name(), fmtCount(float64(mm.Backlog)), mm.PeakRSS, mm.IdleRSS, mm.Seconds, fmtCount(mm.EPS))
+		}
+	}
+	return b.String()
+}
+
+// outPaths returns the Markdown file and the chart file for -out.
+func outPaths(out string) (md, png string) {
+	if strings.HasSuffix(out, ".md") {
+		dir := filepath.Dir(out)
+		base := strings.TrimSuffix(filepath.Base(out), ".md")
+		return out, filepath.Join(dir, base+"_relay_throughput.png")
+	}
+	return filepath.Join(out, "BENCH_RESULTS.md"), filepath.Join(out, "relay_throughput.png")
+}
+
+func (r *Results) chartName() string {
+	if r.Config.Out == "" || len(r.Relay) == 0 {
+		return ""
+	}
+	_, png := outPaths(r.Config.Out)
+	return filepath.Base(png)
+}
+
+// Write writes the Markdown results and, with relay results, the chart.
+func (r *Results) Write(out string) ([]string, error) {
+	md, png := outPaths(out)
+	if err := os.MkdirAll(filepath.Dir(md), 0o755); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(md, []byte(r.Markdown()), 0o644); err != nil {
+		return nil, err
+	}
+	paths := []string{md}
+	if len(r.Relay) > 0 {
+		if err := r.chart(png); err != nil {
+			return paths, fmt.Errorf("chart: %w", err)
+		}
+		paths = append(paths, png)
+	}
+	return paths, nil
+}
+
+// errXYs is a line of medians with min–max error bars.
+type errXYs struct {
+	plotter.XYs
+	plotter.YErrors
+}
+
+var sinkColors = []color.Color{
+	color.RGBA{R: 31, G: 119, B: 180, A: 255},
+	color.RGBA{R: 214, G: 39, B: 40, A: 255},
+	color.RGBA{R: 44, G: 160, B: 44, A: 255},
+}
+
+// chart draws relay throughput against lanes, one line per sink, with
+// stock Watermill as a dashed horizontal line of the same color.
+func (r *Results) chart(path string) error {
+	p := plot.New()
+	p.Title.Text = fmt.Sprintf("Relay throughput, %s-event backlog (median, min–max over %d rounds)", fmtCount(float64(r.Config.Backlog)), r.Config.Rounds)
+	p.X.Label.Text = "lanes"
+	p.Y.Label.Text = "events/s"
+	p.Y.Min = 0
+	p.Legend.Top = true
+	p.Legend.Left = true
+	p.Legend.XOffs = vg.Points(10)
+	var ticks []plot.Tick
+	maxLanes := 1
+	for _, l := range r.Config.Lanes {
+		ticks = append(ticks, plot.Tick{Value: float64(l), Label: fmt.Sprint(l)})
+		maxLanes = max(maxLanes, l)
+	}
+	p.X.Tick.Marker = plot.ConstantTicks(ticks)
+	p.X.Min, p.X.Max = 0, float64(maxLanes)+0.5
+
+	var sinks []string
+	bySink := map[string][]RelayRow{}
+	for _, row := range r.Relay {
+		if _, ok := bySink[row.Sink]; !ok {
+			sinks = append(sinks, row.Sink)
+		}
+		bySink[row.Sink] = append(bySink[row.Sink], row)
+	}
+	for i, sink := range sinks {
+		col := sinkColors[i%len(sinkColors)]
+		var pts errXYs
+		for _, row := range bySink[sink] {
+			if row.Lanes == lanesStockKeyset {
+				continue
+			}
+			if row.Lanes == lanesStock {
+				stock := plotter.XYs{{X: 0, Y: row.EPS.Median}, {X: float64(maxLanes) + 0.5, Y: row.EPS.Median}}
+				l, err := plotter.NewLine(stock)
+				if err != nil {
+					return err
+				}
+				l.Color = col
+				l.Dashes = []vg.Length{vg.Points(6), vg.Points(4)}
+				p.Add(l)
+				p.Legend.Add(sink+": stock Watermill", l)
+				continue
+			}
+			pts.XYs = append(pts.XYs, plotter.XY{X: float64(row.Lanes), Y: row.EPS.Median})
+			pts.YErrors = append(pts.YErrors, struct{ Low, High float64 }{row.EPS.Median - row.EPS.Min, row.EPS.Max - row.EPS.Median})
+		}
+		if len(pts.XYs) == 0 {
+			continue
+		}
+		l, s, err := plotter.NewLinePoints(pts.XYs)
+		if err != nil {
+			return err
+		}
+		l.Color = col
+		l.Width = vg.Points(2)
+		s.Color = col
+		s.Shape = draw.CircleGlyph{}
+		eb, err := plotter.NewYErrorBars(pts)
+		if err != nil {
+			return err
+		}
+		eb.Color = col
+		p.Add(l, s, eb)
+		p.Legend.Add(sink+": bus.Relay", l, s)
+	}
+	// Headroom above the highest point for the legend.
+	var top float64
+	for _, row := range r.Relay {
+		if row.Lanes != lanesStockKeyset {
+			top = max(top, row.EPS.Max)
+		}
+	}
+	p.Y.Max = top * 1.35
+	return p.Save(9*vg.Inch, 5.5*vg.Inch, path)
+}
