@@ -304,7 +304,7 @@ func (r *Relay) newLaneForwarder(pool *pgxpool.Pool, sqlDB *sql.DB, lane int, wa
 		ResendInterval: r.cfg.BackoffInitial,
 		RetryInterval:  r.cfg.RetryInterval,
 		BackoffManager: waker,
-		SchemaAdapter:  wsql.DefaultPostgreSQLSchema{SubscribeBatchSize: r.cfg.BatchSize},
+		SchemaAdapter:  laneSchema{wsql.DefaultPostgreSQLSchema{SubscribeBatchSize: r.cfg.BatchSize}},
 		OffsetsAdapter: wsql.DefaultPostgreSQLOffsetsAdapter{
 			GenerateMessagesOffsetsTableName: func(string) string { return schema.OffsetsTable },
 		},
@@ -361,14 +361,18 @@ func countAttempts(h message.HandlerFunc) message.HandlerFunc {
 	}
 }
 
-// validateOutboxRow refuses, as a permanent failure, a row the forwarder
-// could not unwrap.
+// validateOutboxRow turns the failure to forward a row that is no
+// forwarder envelope into a permanent one, with a readable error. It
+// decodes the row only after a failure: the forwarder decodes it anyway.
 func validateOutboxRow(h message.HandlerFunc) message.HandlerFunc {
 	return func(msg *message.Message) ([]*message.Message, error) {
-		if _, _, err := UnwrapOutboxPayload(msg.Payload); err != nil {
-			return nil, Permanent(err)
+		out, err := h(msg)
+		if err != nil {
+			if _, _, unwrapErr := UnwrapOutboxPayload(msg.Payload); unwrapErr != nil {
+				return nil, Permanent(unwrapErr)
+			}
 		}
-		return h(msg)
+		return out, err
 	}
 }
 

@@ -116,6 +116,16 @@ const (
 
 // HandleError implements watermill-sql's BackoffManager.
 func (w *laneWaker) HandleError(logger watermill.LoggerAdapter, noMsg bool, err error) time.Duration {
+	d := w.handleError(logger, noMsg, err)
+	if w.ctx.Err() != nil {
+		// Stopping: a long backoff makes the subscriber's loop see its
+		// cancelled context instead of racing it with one more query.
+		return time.Hour
+	}
+	return d
+}
+
+func (w *laneWaker) handleError(logger watermill.LoggerAdapter, noMsg bool, err error) time.Duration {
 	if w.parkIfDraining() {
 		return 0
 	}
