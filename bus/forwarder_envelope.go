@@ -24,17 +24,20 @@ type forwarderEnvelope struct {
 // Watermill forwarder envelope.
 var ErrMalformedOutboxRow = errors.New("malformed outbox row")
 
-// wrapForForwarder encodes msg in the forwarder's envelope, addressed to
-// topic.
-func wrapForForwarder(topic string, msg *message.Message) ([]byte, error) {
-	b, err := json.Marshal(forwarderEnvelope{
-		DestinationTopic: topic,
-		UUID:             msg.UUID,
-		Payload:          msg.Payload,
-		Metadata:         msg.Metadata,
-	})
+// wrappedEnvelope is forwarderEnvelope with its metadata already encoded.
+type wrappedEnvelope struct {
+	DestinationTopic string          `json:"destination_topic"`
+	UUID             string          `json:"uuid"`
+	Payload          []byte          `json:"payload"`
+	Metadata         json.RawMessage `json:"metadata"`
+}
+
+// wrapForForwarder encodes a message, given its UUID, payload and encoded
+// metadata, in the forwarder's envelope addressed to topic.
+func wrapForForwarder(topic, uuid string, payload []byte, metadata json.RawMessage) ([]byte, error) {
+	b, err := json.Marshal(wrappedEnvelope{DestinationTopic: topic, UUID: uuid, Payload: payload, Metadata: metadata})
 	if err != nil {
-		return nil, fmt.Errorf("wrap message %s for the forwarder: %w", msg.UUID, err)
+		return nil, fmt.Errorf("wrap message %s for the forwarder: %w", uuid, err)
 	}
 	return b, nil
 }

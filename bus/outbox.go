@@ -2,12 +2,14 @@ package bus
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"slices"
+	"strings"
+	"sync"
 
-	wsql "github.com/ThreeDotsLabs/watermill-sql/v3/pkg/sql"
-	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
@@ -66,7 +68,7 @@ type Outbox struct {
 	registry *Registry
 	lanes    int
 	topic    TopicFunc
-	schema   wsql.DefaultPostgreSQLSchema
+	inserts  insertCache
 }
 
 // NewOutbox returns an Outbox. db is used once, to read the number of lanes
@@ -115,8 +117,11 @@ func (o *Outbox) Publish(ctx context.Context, tx Execer, events ...Event) error 
 	if len(events) == 0 {
 		return nil
 	}
-	byLane := make(map[int]message.Messages, 1)
-	order := make([]int, 0, 1)
+	type laneRows struct {
+		lane int
+		args []any // uuid, payload, metadata per row
+	}
+	var lanes []laneRows // usually one: a transaction's events often share an aggregate
 	for _, ev := range events {
 		msg, err := o.registry.NewMessage(ctx, ev)
 		if err != nil {
@@ -126,31 +131,63 @@ func (o *Outbox) Publish(ctx context.Context, tx Execer, events ...Event) error 
 		if topic == "" {
 			return fmt.Errorf("bus: publish %s %s: empty topic from the TopicFunc", ev.EventName(), msg.UUID)
 		}
-		wrapped, err := wrapForForwarder(topic, msg)
+		// The row keeps the event's id and metadata, so that SQL can read
+		// them without unwrapping; the forwarder reads only the payload.
+		// The metadata is encoded once, for both.
+		metadata, err := json.Marshal(msg.Metadata)
+		if err != nil {
+			return fmt.Errorf("bus: publish %s: metadata: %w", msg.UUID, err)
+		}
+		wrapped, err := wrapForForwarder(topic, msg.UUID, msg.Payload, metadata)
 		if err != nil {
 			return fmt.Errorf("bus: publish: %w", err)
 		}
-		// The row keeps the event's id and metadata, so that SQL can read
-		// them without unwrapping; the forwarder reads only the payload.
-		row := message.NewMessage(msg.UUID, wrapped)
-		row.Metadata = msg.Metadata
 		lane := LaneOf(ev.Envelope().AggregateID, o.lanes)
-		if _, seen := byLane[lane]; !seen {
-			order = append(order, lane)
+		i := slices.IndexFunc(lanes, func(l laneRows) bool { return l.lane == lane })
+		if i < 0 {
+			lanes = append(lanes, laneRows{lane: lane})
+			i = len(lanes) - 1
 		}
-		byLane[lane] = append(byLane[lane], row)
+		lanes[i].args = append(lanes[i].args, msg.UUID, wrapped, metadata)
 	}
-	for _, lane := range order {
-		q, err := o.schema.InsertQuery(schema.LaneTopic(lane), byLane[lane])
-		if err != nil {
-			return fmt.Errorf("bus: publish: build insert for lane %d: %w", lane, err)
-		}
-		if _, err := tx.Exec(ctx, q.Query, q.Args...); err != nil {
-			return fmt.Errorf("bus: publish %d event(s) to lane %d: %w", len(byLane[lane]), lane, err)
+	for _, l := range lanes {
+		rows := len(l.args) / 3
+		if _, err := tx.Exec(ctx, o.inserts.get(l.lane, rows), l.args...); err != nil {
+			return fmt.Errorf("bus: publish %d event(s) to lane %d: %w", rows, l.lane, err)
 		}
 	}
 	return nil
 }
+
+// insertCache holds the INSERT statements of lanes and row counts: the
+// statement watermill-sql v3's DefaultPostgreSQLSchema.InsertQuery builds
+// (the tests check they are the same), built once.
+type insertCache struct{ m sync.Map }
+
+type insertKey struct{ lane, rows int }
+
+func (c *insertCache) get(lane, rows int) string {
+	k := insertKey{lane, rows}
+	if q, ok := c.m.Load(k); ok {
+		return q.(string)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, `INSERT INTO "watermill_%s" (uuid, payload, metadata, transaction_id) VALUES `, schema.LaneTopic(lane))
+	for i := range rows {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, "($%d,$%d,$%d,pg_current_xact_id())", 3*i+1, 3*i+2, 3*i+3)
+	}
+	q := b.String()
+	if rows <= maxCachedInsertRows {
+		c.m.Store(k, q)
+	}
+	return q
+}
+
+// maxCachedInsertRows bounds the cache: larger INSERTs are built each time.
+const maxCachedInsertRows = 64
 
 // InTx runs fn in a new transaction on db, publishes the events fn returns
 // in that same transaction and commits. If fn or the publish fails, the

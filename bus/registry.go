@@ -161,7 +161,16 @@ func (r *Registry) NewMessage(ctx context.Context, ev Event) (*message.Message, 
 	if env.ID == uuid.Nil {
 		return nil, fmt.Errorf("bus: encode %s: event has no id (build events with their generated constructors)", ev.EventName())
 	}
-	payload, err := json.Marshal(ev)
+	var payload []byte
+	var err error
+	if m, ok := ev.(json.Marshaler); ok {
+		// Generated events marshal their payload themselves; calling it
+		// directly spares encoding/json's check and compaction of the
+		// result (the payload is then taken as the valid JSON it is).
+		payload, err = m.MarshalJSON()
+	} else {
+		payload, err = json.Marshal(ev)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("bus: encode %s %s: %w", ev.EventName(), env.ID, err)
 	}

@@ -1,0 +1,31 @@
+package bus
+
+import (
+	"testing"
+
+	wsql "github.com/ThreeDotsLabs/watermill-sql/v3/pkg/sql"
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/edupulse/eventbus/schema"
+)
+
+// The outbox writes rows with the very statement watermill-sql v3 builds,
+// so the rows stay in its layout.
+func TestInsertStatementIsWatermills(t *testing.T) {
+	var c insertCache
+	for _, rows := range []int{1, 2, 10, maxCachedInsertRows + 1} {
+		for _, lane := range []int{0, 3} {
+			msgs := make(message.Messages, rows)
+			for i := range msgs {
+				msgs[i] = message.NewMessage("id", []byte("{}"))
+			}
+			want, err := wsql.DefaultPostgreSQLSchema{}.InsertQuery(schema.LaneTopic(lane), msgs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := c.get(lane, rows); got != want.Query {
+				t.Fatalf("lane %d, %d rows:\n got %s\nwant %s", lane, rows, got, want.Query)
+			}
+		}
+	}
+}
