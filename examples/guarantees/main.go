@@ -3,12 +3,15 @@
 // and an in-process broker:
 //
 //  1. a rolled-back transaction publishes nothing;
+//
 //  2. a committed one is relayed and consumed;
+//
 //  3. a redelivered event is skipped by the consumer's inbox;
+//
 //  4. a malformed outbox row is dead-lettered, and the events after it
 //     still flow.
 //
-//	go run ./examples/guarantees
+//     go run ./examples/guarantees
 package main
 
 import (
