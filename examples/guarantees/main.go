@@ -2,16 +2,15 @@
 // step at a time, on a throwaway PostgreSQL (unless DATABASE_URL is set)
 // and an in-process broker:
 //
-//  1. a rolled-back transaction publishes nothing;
-//
-//  2. a committed one is relayed and consumed;
-//
-//  3. a redelivered event is skipped by the consumer's inbox;
-//
-//  4. a malformed outbox row is dead-lettered, and the events after it
+//  1. A rolled-back transaction publishes nothing.
+//  2. A committed one is relayed and consumed.
+//  3. A redelivered event is skipped by the consumer's inbox.
+//  4. A malformed outbox row is dead-lettered, and the events after it
 //     still flow.
 //
-//     go run ./examples/guarantees
+// Run it with:
+//
+//	go run ./examples/guarantees
 package main
 
 import (
