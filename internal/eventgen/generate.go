@@ -101,7 +101,9 @@ func generate(cfg config) (map[string][]byte, error) {
 
 	files := make(map[string][]byte)
 	name := path.Join(cfg.Out, eventsFile)
-	src, err := render(templates, "events.go.tmpl", newEventsData(cfg, outPkg, evs, false))
+	eventsFile := newEventsData(cfg, outPkg, evs, false)
+	eventsFile.PackageDoc = true
+	src, err := render(templates, "events.go.tmpl", eventsFile)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
@@ -189,6 +191,9 @@ type eventsData struct {
 	Versioned  bool // some wire name has several versions
 	FirstKind  string
 	LastKind   string
+	// PackageDoc, set for one file only, is the generated package's doc
+	// comment.
+	PackageDoc bool
 }
 
 // eventData is one event, for the templates.

@@ -1,0 +1,35 @@
+// Package bus is the generic runtime of eventbus: a transactional outbox
+// on PostgreSQL (pgx), a relay that moves the outbox to any Watermill
+// publisher, and typed consumers with an inbox. It knows event types only
+// through a Registry, which generated code provides (gen.Registry() for the
+// EduPulse events); it never imports generated code.
+//
+// # Publishing
+//
+// An Outbox writes events in the caller's pgx transaction, so they commit
+// or roll back with the business rows:
+//
+//	outbox, err := bus.NewOutbox(ctx, pool, bus.OutboxConfig{Registry: gen.Registry()})
+//	err = outbox.InTx(ctx, pool, func(ctx context.Context, tx pgx.Tx) ([]bus.Event, error) {
+//		// write business rows with tx ...
+//		return []bus.Event{gen.NewPulseCreated(id, author, title, now)}, nil
+//	})
+//
+// Rows use watermill-sql v3's PostgreSQL layout and Watermill's forwarder
+// envelope, one table per lane (see package schema).
+//
+// # Relaying
+//
+// A Relay reads every lane with Watermill's SQL subscriber and publishes
+// with Watermill's forwarder: at least once, in commit order per lane (so
+// per aggregate), woken by NOTIFY on commit, retrying outages with backoff
+// and dead-lettering events that can never be published (DeadLetters).
+//
+// # Consuming
+//
+// A Consumer decodes messages into typed events and calls handlers
+// registered with On (at least once), OnTx (in a transaction that records
+// the event in the inbox: exactly-once effect) or OnAny (for the generated
+// exhaustive dispatcher). Messages that cannot be decoded, and messages
+// whose handlers keep failing, go to a dead-letter topic.
+package bus
