@@ -84,8 +84,10 @@ func run(ctx context.Context, dbURL string, out io.Writer) error {
 	}
 	var applied atomic.Int64
 	bus.OnTx(consumer, func(ctx context.Context, tx pgx.Tx, e gen.PulseCreated) ([]bus.Event, error) {
-		applied.Add(1)
+		// Print, then count: the main goroutine waits on the count before
+		// it prints again, so the two never write at once.
 		fmt.Fprintf(out, "  consumer: applied %q\n", e.Title)
+		applied.Add(1)
 		return nil, nil
 	})
 	relay, err := bus.NewRelay(bus.RelayConfig{Pool: pool, Publisher: b.Publisher(), Logger: logger, MaxAttempts: 2})
