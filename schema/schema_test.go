@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/edupulse/eventbus/internal/pgtest"
@@ -112,5 +113,35 @@ func TestMigrateExistingDatabaseKeepsDataAndGrowsLanes(t *testing.T) {
 func TestLaneTopic(t *testing.T) {
 	if got := schema.LaneTopic(3); got != "eventbus_lane_3" {
 		t.Fatalf("LaneTopic(3) = %q", got)
+	}
+}
+
+func TestQueriesNamingALaneReadOnlyItsTable(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := pgtest.NewPool(t)
+	if _, err := schema.Migrate(ctx, pool, schema.Options{Lanes: 4}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := schema.Migrate(ctx, pool, schema.Options{Lanes: 4}); err != nil {
+		t.Fatalf("migrate again (constraints exist): %v", err)
+	}
+	rows, err := pool.Query(ctx, `EXPLAIN (FORMAT TEXT) SELECT count(*) FROM eventbus_outbox WHERE lane = 2`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var full []string
+	for rows.Next() {
+		var line string
+		if err := rows.Scan(&line); err != nil {
+			t.Fatal(err)
+		}
+		full = append(full, line)
+	}
+	text := strings.Join(full, "\n")
+	for lane, want := range map[string]bool{"lane_0": false, "lane_1": false, "lane_2": true, "lane_3": false} {
+		if got := strings.Contains(text, "watermill_eventbus_"+lane); got != want {
+			t.Errorf("plan reads %s: %v, want %v\n%s", lane, got, want, text)
+		}
 	}
 }

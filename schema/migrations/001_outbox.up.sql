@@ -48,6 +48,11 @@ BEGIN
         t := format('watermill_eventbus_lane_%s', i);
         EXECUTE format('CREATE TABLE IF NOT EXISTS %I (PRIMARY KEY (transaction_id, "offset")) INHERITS (eventbus_outbox)', t);
         EXECUTE format('ALTER TABLE %I ALTER COLUMN lane SET DEFAULT %s', t, i);
+        -- Lets the planner skip the other lanes' tables in queries on
+        -- eventbus_outbox that name a lane (constraint exclusion).
+        IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = t::regclass AND conname = t || '_lane') THEN
+            EXECUTE format('ALTER TABLE %I ADD CONSTRAINT %I CHECK (lane = %s)', t, t || '_lane', i);
+        END IF;
         EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %I ((metadata->>%L))', t || '_aggregate', t, 'aggregate_id');
         EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %I (created_at)', t || '_created', t);
         EXECUTE format('CREATE OR REPLACE TRIGGER eventbus_notify AFTER INSERT ON %I FOR EACH STATEMENT EXECUTE FUNCTION eventbus_notify()', t);
