@@ -160,6 +160,13 @@ func (c *collector) snapshot() ([]delivery, map[string]int) {
 // Run's error.
 func runRelay(t testing.TB, cfg bus.RelayConfig) (stop func() error) {
 	t.Helper()
+	_, stop = startRelay(t, cfg)
+	return stop
+}
+
+// startRelay is runRelay that also returns the relay.
+func startRelay(t testing.TB, cfg bus.RelayConfig) (relay *bus.Relay, stop func() error) {
+	t.Helper()
 	if cfg.Logger == nil {
 		cfg.Logger = testLogger()
 	}
@@ -191,7 +198,7 @@ func runRelay(t testing.TB, cfg bus.RelayConfig) (stop func() error) {
 		return runErr
 	}
 	t.Cleanup(func() { _ = stop() })
-	return stop
+	return r, stop
 }
 
 func pulseCreated(pulse uuid.UUID, title string) gen.PulseCreated {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -175,6 +176,23 @@ type Relay struct {
 	cfg    RelayConfig
 	logger watermill.LoggerAdapter
 	q      *db.Queries
+
+	published, failed, deadLettered atomic.Int64
+}
+
+// RelayStats counts what a relay did since it was made.
+type RelayStats struct {
+	// Published counts events the broker accepted (redeliveries included).
+	Published int64
+	// Failed counts failed attempts to publish.
+	Failed int64
+	// DeadLettered counts events moved to the dead-letter table.
+	DeadLettered int64
+}
+
+// Stats returns the relay's counters.
+func (r *Relay) Stats() RelayStats {
+	return RelayStats{Published: r.published.Load(), Failed: r.failed.Load(), DeadLettered: r.deadLettered.Load()}
 }
 
 // NewRelay validates cfg and returns a Relay; Run starts it.
@@ -312,7 +330,7 @@ func (r *Relay) newLaneForwarder(pool *pgxpool.Pool, sqlDB *sql.DB, lane int, wa
 	if err != nil {
 		return nil, fmt.Errorf("bus: relay: lane %d subscriber: %w", lane, err)
 	}
-	poison, err := middleware.PoisonQueueWithFilter(&deadLetterSink{pool: pool, q: r.q, logger: logger}, deadLetterTopic, IsPermanent)
+	poison, err := middleware.PoisonQueueWithFilter(&deadLetterSink{pool: pool, q: r.q, logger: logger, count: &r.deadLettered}, deadLetterTopic, IsPermanent)
 	if err != nil {
 		return nil, fmt.Errorf("bus: relay: %w", err)
 	}
@@ -324,6 +342,7 @@ func (r *Relay) newLaneForwarder(pool *pgxpool.Pool, sqlDB *sql.DB, lane int, wa
 		Multiplier:          backoffMultiplierDefault,
 		RandomizationFactor: backoffRandomization,
 		ShouldRetry: func(p middleware.RetryParams) bool {
+			r.failed.Add(1)
 			if !IsPermanent(p.Err) {
 				waker.publishFailed()
 			}
@@ -337,7 +356,7 @@ func (r *Relay) newLaneForwarder(pool *pgxpool.Pool, sqlDB *sql.DB, lane int, wa
 			return retry
 		},
 	}
-	mws := []message.HandlerMiddleware{poison, waker.trackPublishes, retry.Middleware, countAttempts}
+	mws := []message.HandlerMiddleware{poison, r.countPublished(waker), retry.Middleware, countAttempts}
 	mws = append(mws, r.cfg.Middlewares...)
 	mws = append(mws, validateOutboxRow)
 	return forwarder.NewForwarder(sub, r.cfg.Publisher, logger, forwarder.Config{
@@ -345,6 +364,21 @@ func (r *Relay) newLaneForwarder(pool *pgxpool.Pool, sqlDB *sql.DB, lane int, wa
 		Middlewares:    mws,
 		CloseTimeout:   r.cfg.ShutdownTimeout,
 	})
+}
+
+// countPublished counts successful publishes and tells the lane's waker,
+// which resets its outage backoff.
+func (r *Relay) countPublished(w *laneWaker) message.HandlerMiddleware {
+	return func(h message.HandlerFunc) message.HandlerFunc {
+		return func(msg *message.Message) ([]*message.Message, error) {
+			out, err := h(msg)
+			if err == nil {
+				r.published.Add(1)
+				w.failures.Store(0)
+			}
+			return out, err
+		}
+	}
 }
 
 // countAttempts records in the message's metadata how many times it was
@@ -423,6 +457,7 @@ type deadLetterSink struct {
 	pool   *pgxpool.Pool
 	q      *db.Queries
 	logger watermill.LoggerAdapter
+	count  *atomic.Int64
 }
 
 // Publish implements message.Publisher.
@@ -469,6 +504,7 @@ func (s *deadLetterSink) Publish(_ string, msgs ...*message.Message) error {
 		if err != nil {
 			return fmt.Errorf("dead letter %s: %w", msg.UUID, err)
 		}
+		s.count.Add(1)
 		s.logger.Error("Event dead-lettered", errors.New(msg.Metadata.Get(middleware.ReasonForPoisonedKey)), watermill.LogFields{
 			"dead_letter_id": id, "uuid": msg.UUID, "event_name": msg.Metadata.Get(MetadataName), "attempts": attempts,
 		})

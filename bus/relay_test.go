@@ -252,7 +252,7 @@ func TestBrokerOutageIsRetriedNotDeadLettered(t *testing.T) {
 	col := newCollector(t, gc)
 	flaky := &flakyPublisher{Publisher: gc}
 	flaky.failing.Store(true)
-	runRelay(t, bus.RelayConfig{Pool: pool, Publisher: flaky, MaxAttempts: 2})
+	relay, _ := startRelay(t, bus.RelayConfig{Pool: pool, Publisher: flaky, MaxAttempts: 2})
 
 	const n = 50
 	for i := range n {
@@ -273,8 +273,11 @@ func TestBrokerOutageIsRetriedNotDeadLettered(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if dead != 0 {
-		t.Fatalf("%d events dead-lettered for an outage, want 0", dead)
+	if dead != 0 || relay.Stats().DeadLettered != 0 {
+		t.Fatalf("%d events dead-lettered for an outage (stats %+v), want 0", dead, relay.Stats())
+	}
+	if st := relay.Stats(); st.Published < n || st.Failed != flaky.failures.Load() {
+		t.Fatalf("relay stats = %+v, want >= %d published and %d failed attempts", st, n, flaky.failures.Load())
 	}
 	t.Logf("publish failures during the outage: %d", flaky.failures.Load())
 }
@@ -301,7 +304,7 @@ func TestMalformedRowIsDeadLetteredAndReplayed(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	runRelay(t, bus.RelayConfig{Pool: pool, Publisher: gc, MaxAttempts: 3})
+	relay, _ := startRelay(t, bus.RelayConfig{Pool: pool, Publisher: gc, MaxAttempts: 3})
 	col.waitDistinct(2, 10*time.Second)
 	got, _ := col.snapshot()
 	if got[0].ID != before.Envelope().ID.String() || got[1].ID != after.Envelope().ID.String() {
@@ -327,6 +330,9 @@ func TestMalformedRowIsDeadLetteredAndReplayed(t *testing.T) {
 	}
 	if want := "malformed outbox row"; !strings.Contains(dl.Error, want) {
 		t.Fatalf("dead letter error %q does not say %q", dl.Error, want)
+	}
+	if st := relay.Stats(); st.DeadLettered != 1 || st.Failed != 3 || st.Published != 2 {
+		t.Fatalf("relay stats = %+v, want 1 dead-lettered after 3 failed attempts, 2 published", st)
 	}
 	if dl.FirstFailedAt.IsZero() || dl.DeadAt.Before(dl.FirstFailedAt) {
 		t.Fatalf("dead letter times: first failed %v, dead %v", dl.FirstFailedAt, dl.DeadAt)

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
-	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -50,18 +49,6 @@ func newLaneWaker(ctx context.Context, draining <-chan struct{}, poll, retry, ba
 
 // publishFailed records a transient publish failure of the lane.
 func (w *laneWaker) publishFailed() { w.failures.Add(1) }
-
-// trackPublishes is a relay middleware resetting the failure count when
-// a publish succeeds.
-func (w *laneWaker) trackPublishes(h message.HandlerFunc) message.HandlerFunc {
-	return func(msg *message.Message) ([]*message.Message, error) {
-		out, err := h(msg)
-		if err == nil {
-			w.failures.Store(0)
-		}
-		return out, err
-	}
-}
 
 // outageBackoff is how long the lane pauses before its next batch while
 // publishing fails: a batch holds a transaction with a transaction id (its
