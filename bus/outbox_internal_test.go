@@ -29,3 +29,16 @@ func TestInsertStatementIsWatermills(t *testing.T) {
 		}
 	}
 }
+
+func TestLaneOfTopic(t *testing.T) {
+	for _, lane := range []int{0, 7, 255} {
+		if got, err := laneOfTopic(schema.LaneTopic(lane)); err != nil || got != lane {
+			t.Errorf("laneOfTopic(%q) = %d, %v", schema.LaneTopic(lane), got, err)
+		}
+	}
+	for _, topic := range []string{"", "eventbus_lane_", "eventbus_lane_x", "other_3", "eventbus_lane_-1"} {
+		if _, err := laneOfTopic(topic); err == nil {
+			t.Errorf("laneOfTopic(%q) succeeded", topic)
+		}
+	}
+}

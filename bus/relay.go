@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -464,9 +465,9 @@ type deadLetterSink struct {
 func (s *deadLetterSink) Publish(_ string, msgs ...*message.Message) error {
 	for _, msg := range msgs {
 		laneTopic := msg.Metadata.Get(middleware.PoisonedTopicKey)
-		lane, err := strconv.Atoi(laneTopic[len("eventbus_lane_"):])
+		lane, err := laneOfTopic(laneTopic)
 		if err != nil {
-			return fmt.Errorf("dead letter %s: lane of topic %q: %w", msg.UUID, laneTopic, err)
+			return fmt.Errorf("dead letter %s: %w", msg.UUID, err)
 		}
 		attempts, _ := strconv.Atoi(msg.Metadata.Get(metadataAttempts))
 		first, err := time.Parse(time.RFC3339Nano, msg.Metadata.Get(metadataFirstFailedAt))
@@ -514,3 +515,13 @@ func (s *deadLetterSink) Publish(_ string, msgs ...*message.Message) error {
 
 // Close implements message.Publisher.
 func (s *deadLetterSink) Close() error { return nil }
+
+// laneOfTopic is the inverse of schema.LaneTopic.
+func laneOfTopic(topic string) (int, error) {
+	n, ok := strings.CutPrefix(topic, schema.LaneTopicPrefix)
+	lane, err := strconv.Atoi(n)
+	if !ok || err != nil || lane < 0 {
+		return 0, fmt.Errorf("topic %q is no outbox lane", topic)
+	}
+	return lane, nil
+}

@@ -233,9 +233,12 @@ func readLanes(ctx context.Context, db Querier) (int, error) {
 	return n, nil
 }
 
+// LaneTopicPrefix starts the watermill-sql topic of every lane.
+const LaneTopicPrefix = "eventbus_lane_"
+
 // LaneTopic returns the watermill-sql topic of a lane; its table is
 // "watermill_" + LaneTopic(lane).
-func LaneTopic(lane int) string { return "eventbus_lane_" + strconv.Itoa(lane) }
+func LaneTopic(lane int) string { return LaneTopicPrefix + strconv.Itoa(lane) }
 
 // OffsetsTable is the table holding every lane's consumer offsets.
 const OffsetsTable = "eventbus_offsets"
