@@ -26,5 +26,5 @@
 // generator, since they cannot be encoded and decoded faithfully.
 package events
 
-//go:generate go run github.com/edupulse/eventbus/internal/eventgen -out ../gen -queries ../gen/queries -sqlc-package github.com/edupulse/eventbus/gen/outboxq
+//go:generate go run github.com/edupulse/eventbus/internal/eventgen -out ../gen -queries ../gen/queries -sqlc-package github.com/edupulse/eventbus/gen/outboxq -sqlc-out ../gen/outboxq
 //go:generate go tool -modfile=../internal/tools/go.mod sqlc generate -f ../sqlc.yaml
