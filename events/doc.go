@@ -21,9 +21,21 @@
 //   - aggregate_type (optional): the kind of aggregate, lowercase; defaults
 //     to the wire name's second-to-last segment ("pulse" above).
 //
-// Fields are encoded as JSON with encoding/json, so use json tags. Channels,
-// functions, complex numbers and interface fields are refused by the
-// generator, since they cannot be encoded and decoded faithfully.
+// Fields are encoded as JSON with encoding/json, so use json tags. The
+// generator refuses what cannot be encoded and decoded faithfully:
+// channels, functions, complex numbers, interfaces, unexported fields (at
+// any depth) and maps whose keys are not strings or integers. It also
+// refuses fields or methods named EventName, EventVersion, Envelope or Kind,
+// which the generated wrapper defines.
+//
+// # What is generated
+//
+// In package gen: events_gen.go (a wrapper and a constructor per event,
+// Event, Kind, Handler, UnhandledEvents, Dispatch, Registry) and
+// queries_gen.go (typed wrappers over the sqlc queries); in gen/queries, one
+// .sql file of sqlc queries per event, which sqlc compiles into
+// gen/outboxq. A Kind's String is the wire name, with "@vN" appended for
+// versions above 1, so that two versions of one name stay distinct.
 package events
 
 //go:generate go run github.com/edupulse/eventbus/internal/eventgen -out ../gen -queries ../gen/queries -sqlc-package github.com/edupulse/eventbus/gen/outboxq -sqlc-out ../gen/outboxq
