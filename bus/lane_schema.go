@@ -6,8 +6,9 @@ import (
 	wsql "github.com/ThreeDotsLabs/watermill-sql/v3/pkg/sql"
 )
 
-// laneSchema is watermill-sql v3's DefaultPostgreSQLSchema with its
-// SELECT rewritten for the primary key. The stock query finds the rows after
+// KeysetSchema is watermill-sql v3's DefaultPostgreSQLSchema with its
+// SELECT rewritten for the primary key. The relay reads its lanes with it;
+// a stock watermill-sql subscriber can use it as its SchemaAdapter too. The stock query finds the rows after
 // the consumer's position with
 //
 //	(transaction_id = $tx AND "offset" > $off) OR transaction_id > $tx
@@ -17,12 +18,12 @@ import (
 // same condition as a row comparison is an index range scan on the primary
 // key (transaction_id, "offset"), read in order and stopped after one
 // batch. Rows, order, locking and the snapshot condition are unchanged.
-type laneSchema struct {
+type KeysetSchema struct {
 	wsql.DefaultPostgreSQLSchema
 }
 
 // SelectQuery implements watermill-sql's SchemaAdapter.
-func (s laneSchema) SelectQuery(topic string, consumerGroup string, offsetsAdapter wsql.OffsetsAdapter) wsql.Query {
+func (s KeysetSchema) SelectQuery(topic string, consumerGroup string, offsetsAdapter wsql.OffsetsAdapter) wsql.Query {
 	next := offsetsAdapter.NextOffsetQuery(topic, consumerGroup)
 	batch := s.SubscribeBatchSize
 	if batch == 0 {

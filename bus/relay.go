@@ -323,7 +323,7 @@ func (r *Relay) newLaneForwarder(pool *pgxpool.Pool, sqlDB *sql.DB, lane int, wa
 		ResendInterval: r.cfg.BackoffInitial,
 		RetryInterval:  r.cfg.RetryInterval,
 		BackoffManager: waker,
-		SchemaAdapter:  laneSchema{wsql.DefaultPostgreSQLSchema{SubscribeBatchSize: r.cfg.BatchSize}},
+		SchemaAdapter:  KeysetSchema{wsql.DefaultPostgreSQLSchema{SubscribeBatchSize: r.cfg.BatchSize}},
 		OffsetsAdapter: wsql.DefaultPostgreSQLOffsetsAdapter{
 			GenerateMessagesOffsetsTableName: func(string) string { return schema.OffsetsTable },
 		},

@@ -28,7 +28,7 @@ import (
 type RelayRow struct {
 	Sink string
 	// Lanes is lanesStock for stock Watermill and lanesStockKeyset for the
-	// diagnostic contender (stock with keysetSchema).
+	// diagnostic contender (stock with bus.KeysetSchema).
 	Lanes int
 	// EPS is events/s, from the relay's start until the last event was
 	// delivered.
@@ -275,13 +275,13 @@ func startRelay(ctx context.Context, d *relayDB, pub message.Publisher, group st
 // offsets adapters) over database/sql on the pool, and components/forwarder
 // reading its default topic.
 //
-// With keyset, the subscriber reads with keysetSchema instead (a
+// With keyset, the subscriber reads with bus.KeysetSchema instead (a
 // diagnostic, not stock).
 func newStockForwarder(pool *pgxpool.Pool, pub message.Publisher, group string, keyset bool) (*forwarder.Forwarder, *sql.DB, error) {
 	sqlDB := stdlib.OpenDBFromPool(pool)
 	var schemaAdapter wsql.SchemaAdapter = wsql.DefaultPostgreSQLSchema{}
 	if keyset {
-		schemaAdapter = keysetSchema{}
+		schemaAdapter = bus.KeysetSchema{}
 	}
 	sub, err := wsql.NewSubscriber(sqlDB, wsql.SubscriberConfig{
 		ConsumerGroup:    group,
