@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -220,12 +221,17 @@ func LaneConsumerGroup(group string, lane int) string { return group + "/" + str
 // returns is not acknowledged, so it is published again later. Run returns
 // nil after a clean stop.
 func (r *Relay) Run(ctx context.Context) error {
-	lanes := r.cfg.Lanes
-	if len(lanes) == 0 {
-		n, err := schema.Lanes(ctx, r.cfg.Pool)
-		if err != nil {
-			return fmt.Errorf("bus: relay: %w", err)
+	n, err := schema.Lanes(ctx, r.cfg.Pool)
+	if err != nil {
+		return fmt.Errorf("bus: relay: %w", err)
+	}
+	lanes := slices.Clone(r.cfg.Lanes)
+	for _, l := range lanes {
+		if l >= n {
+			return fmt.Errorf("bus: relay: lane %d does not exist: the database has %d lanes", l, n)
 		}
+	}
+	if len(lanes) == 0 {
 		for i := range n {
 			lanes = append(lanes, i)
 		}

@@ -486,3 +486,19 @@ func TestCleanerKeepsUnrelayedRows(t *testing.T) {
 		t.Fatalf("cleaner deleted %d and left %d, want %d deleted and the %d unrelayed left", deleted, left, len(events), len(pending))
 	}
 }
+
+func TestRelayRefusesLanesTheDatabaseLacks(t *testing.T) {
+	t.Parallel()
+	pool, _ := newOutboxDB(t, 2)
+	r, err := bus.NewRelay(bus.RelayConfig{Pool: pool, Publisher: newGoChannel(t), Lanes: []int{1, 2}, Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = r.Run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "lane 2 does not exist: the database has 2 lanes") {
+		t.Fatalf("Run = %v, want an error about lane 2", err)
+	}
+	if _, err := bus.NewRelay(bus.RelayConfig{}); err == nil || !strings.Contains(err.Error(), "nil Pool") || !strings.Contains(err.Error(), "nil Publisher") {
+		t.Fatalf("NewRelay with an empty config = %v, want both problems named", err)
+	}
+}
