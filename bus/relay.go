@@ -270,6 +270,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 		case <-gctx.Done():
+			stop() // a forwarder failed: release the lanes' wakers too
 			return nil
 		}
 		close(draining)
@@ -312,7 +313,8 @@ func (r *Relay) awaitIdle(wakers map[string]*laneWaker) {
 		select {
 		case <-w.idle:
 		case <-timeout.C:
-			r.logger.Info("Shutdown timeout: leaving in-flight events unacknowledged, they will be relayed again", nil)
+			r.logger.Error("Shutdown timeout: leaving in-flight events unacknowledged, they will be relayed again",
+				errors.New("shutdown timeout"), watermill.LogFields{"timeout": r.cfg.ShutdownTimeout})
 			return
 		}
 	}
