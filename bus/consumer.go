@@ -31,15 +31,16 @@ import (
 const (
 	DeadLetterTopicDefault        = "eventbus_dead_letters"
 	ConsumerMaxRetriesDefault     = 5
+	ConsumerBackoffInitialDefault = 100 * time.Millisecond
+	ConsumerBackoffMaxDefault     = 5 * time.Second
 	HandlerTimeoutDefault         = 30 * time.Second
 	InboxRetentionDefault         = 7 * 24 * time.Hour
 	InboxCleanIntervalDefault     = 10 * time.Minute
-	consumerBackoffInitialDefault = 100 * time.Millisecond
-	consumerBackoffMaxDefault     = 5 * time.Second
-	// MetadataDeadLetterReason holds, on a dead-lettered message, why it was
-	// dead-lettered (Watermill's poison-queue key).
-	MetadataDeadLetterReason = middleware.ReasonForPoisonedKey
 )
+
+// MetadataDeadLetterReason holds, on a dead-lettered message, why it was
+// dead-lettered (Watermill's poison-queue key).
+const MetadataDeadLetterReason = middleware.ReasonForPoisonedKey
 
 // ConsumerConfig configures a Consumer. Zero values take the documented
 // defaults.
@@ -102,8 +103,8 @@ type ConsumerConfig struct {
 func (c *ConsumerConfig) setDefaults() {
 	c.DeadLetterTopic = cmp.Or(c.DeadLetterTopic, DeadLetterTopicDefault)
 	c.MaxRetries = cmp.Or(c.MaxRetries, ConsumerMaxRetriesDefault)
-	c.BackoffInitial = cmp.Or(c.BackoffInitial, consumerBackoffInitialDefault)
-	c.BackoffMax = cmp.Or(c.BackoffMax, consumerBackoffMaxDefault)
+	c.BackoffInitial = cmp.Or(c.BackoffInitial, ConsumerBackoffInitialDefault)
+	c.BackoffMax = cmp.Or(c.BackoffMax, ConsumerBackoffMaxDefault)
 	c.HandlerTimeout = cmp.Or(c.HandlerTimeout, HandlerTimeoutDefault)
 	c.InboxRetention = cmp.Or(c.InboxRetention, InboxRetentionDefault)
 	c.InboxCleanInterval = cmp.Or(c.InboxCleanInterval, InboxCleanIntervalDefault)

@@ -29,17 +29,20 @@ import (
 
 // Defaults of RelayConfig.
 const (
-	ConsumerGroupDefault     = "eventbus_relay"
-	PollIntervalDefault      = time.Second
-	RetryIntervalDefault     = time.Second
-	BatchSizeDefault         = 100
-	MaxAttemptsDefault       = 5
-	BackoffInitialDefault    = 100 * time.Millisecond
-	BackoffMaxDefault        = 10 * time.Second
-	AckDeadlineDefault       = 5 * time.Second
-	RetentionDefault         = 24 * time.Hour
-	CleanIntervalDefault     = time.Minute
-	ShutdownTimeoutDefault   = 30 * time.Second
+	ConsumerGroupDefault   = "eventbus_relay"
+	PollIntervalDefault    = time.Second
+	RetryIntervalDefault   = time.Second
+	BatchSizeDefault       = 100
+	MaxAttemptsDefault     = 5
+	BackoffInitialDefault  = 100 * time.Millisecond
+	BackoffMaxDefault      = 10 * time.Second
+	AckDeadlineDefault     = 5 * time.Second
+	RetentionDefault       = 24 * time.Hour
+	CleanIntervalDefault   = time.Minute
+	ShutdownTimeoutDefault = 30 * time.Second
+)
+
+const (
 	metadataAttempts         = "eventbus_attempts"
 	metadataFirstFailedAt    = "eventbus_first_failed_at"
 	deadLetterTopic          = "eventbus_dead_letters"
