@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/edupulse/eventbus/bus"
+	"github.com/edupulse/eventbus/schema"
 )
 
 // TestListenReconnects kills the relay's LISTEN connection: the relay
@@ -49,4 +50,28 @@ func TestListenReconnects(t *testing.T) {
 		t.Fatal(err)
 	}
 	col.waitDistinct(1, 20*time.Second) // well below the one-minute poll
+}
+
+// With schema.WakeupPoll the lane tables send no NOTIFY; the relay notices
+// and polls, and events are still delivered.
+func TestPollOnlySchema(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool, ob := newOutboxDB(t, 2)
+	if _, err := schema.Migrate(ctx, pool, schema.Options{Wakeup: schema.WakeupPoll}); err != nil {
+		t.Fatal(err)
+	}
+	gc := newGoChannel(t)
+	col := newCollector(t, gc)
+	runRelay(t, bus.RelayConfig{Pool: pool, Publisher: gc, PollInterval: 200 * time.Millisecond})
+	var listening int
+	waitFor(t, "no LISTEN connection", func() bool {
+		_ = pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query = 'LISTEN eventbus_outbox'`).Scan(&listening)
+		return listening == 0
+	})
+	ev := pulseCreated(uuid.New(), "polled")
+	if err := ob.InTx(ctx, pool, func(context.Context, pgx.Tx) ([]bus.Event, error) { return []bus.Event{ev}, nil }); err != nil {
+		t.Fatal(err)
+	}
+	col.waitDistinct(1, 10*time.Second)
 }

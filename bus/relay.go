@@ -73,7 +73,8 @@ type RelayConfig struct {
 	// Defaults to 1 second.
 	PollInterval time.Duration
 	// DisableNotify turns the LISTEN/NOTIFY wake-up off: lanes are then only
-	// polled.
+	// polled. The relay also polls only when the schema was migrated with
+	// schema.WakeupPoll (the lane tables then send no NOTIFY).
 	DisableNotify bool
 	// RetryInterval is the pause after a failed outbox query. Defaults to 1
 	// second.
@@ -281,7 +282,16 @@ func (r *Relay) Run(ctx context.Context) error {
 		stop()
 		return nil
 	})
-	if !r.cfg.DisableNotify {
+	notify := !r.cfg.DisableNotify
+	if notify {
+		if notify, err = schema.Notify(ctx, r.cfg.Pool); err != nil {
+			return fmt.Errorf("bus: relay: %w", err)
+		}
+		if !notify {
+			r.logger.Info("The outbox does not NOTIFY (schema.WakeupPoll): polling only", watermill.LogFields{"poll_interval": r.cfg.PollInterval})
+		}
+	}
+	if notify {
 		ready := make(chan struct{})
 		g.Go(func() error { listen(gctx, pool, wakers, r.logger, ready); return nil })
 		select {

@@ -52,12 +52,38 @@ type Options struct {
 	// only while the outbox is drained. Zero keeps the number already
 	// configured, or LanesDefault on a new database.
 	Lanes int
+	// Wakeup chooses how relays learn of new events. WakeupUnchanged (the
+	// zero value) keeps what is configured, WakeupNotify on a new database.
+	Wakeup Wakeup
 }
+
+// Wakeup is how relays learn of newly committed events.
+type Wakeup int
+
+const (
+	// WakeupUnchanged keeps the configured wake-up.
+	WakeupUnchanged Wakeup = iota
+	// WakeupNotify: a statement trigger on every lane table sends NOTIFY,
+	// and relays wake within a millisecond or so. Notifying transactions
+	// serialize briefly at commit, which costs concurrent producers
+	// throughput (about 18% with 4 producers in BENCHMARKS.md).
+	WakeupNotify
+	// WakeupPoll: no trigger; relays find new events by polling
+	// (RelayConfig.PollInterval), so latency is up to one poll interval.
+	WakeupPoll
+)
 
 // Validate reports invalid options.
 func (o Options) Validate() error {
+	var errs []error
 	if o.Lanes < 0 || o.Lanes > LanesMax {
-		return fmt.Errorf("schema: lanes %d out of range 1..%d", o.Lanes, LanesMax)
+		errs = append(errs, fmt.Errorf("lanes %d out of range 1..%d", o.Lanes, LanesMax))
+	}
+	if o.Wakeup < WakeupUnchanged || o.Wakeup > WakeupPoll {
+		errs = append(errs, fmt.Errorf("unknown wakeup %d", o.Wakeup))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("schema: invalid options: %w", err)
 	}
 	return nil
 }
@@ -102,6 +128,8 @@ type Result struct {
 	Applied []int
 	// Lanes is the number of lanes after the call.
 	Lanes int
+	// Notify tells whether lane tables NOTIFY relays after the call.
+	Notify bool
 }
 
 // Migrate applies the migrations that db does not have yet and makes sure
@@ -124,7 +152,7 @@ func Migrate(ctx context.Context, db DB, opts Options) (Result, error) {
 			res.Applied = append(res.Applied, m.Version)
 		}
 	}
-	res.Lanes, err = ensureLanes(ctx, db, opts.Lanes)
+	res.Lanes, res.Notify, err = ensureLanes(ctx, db, opts.Lanes, opts.Wakeup)
 	return res, err
 }
 
@@ -177,27 +205,62 @@ func applyOne(ctx context.Context, db DB, m Migration) (applied bool, err error)
 	return applied, nil
 }
 
-func ensureLanes(ctx context.Context, db DB, want int) (lanes int, err error) {
+func ensureLanes(ctx context.Context, db DB, want int, wakeup Wakeup) (lanes int, notify bool, err error) {
 	err = inTx(ctx, db, func(tx pgx.Tx) error {
 		current, err := readLanes(ctx, tx)
 		if err != nil {
 			return err
 		}
+		notify = true // a new database NOTIFYs
+		if current > 0 {
+			if notify, err = readNotify(ctx, tx); err != nil {
+				return err
+			}
+		}
+		was := notify
+		switch wakeup {
+		case WakeupNotify:
+			notify = true
+		case WakeupPoll:
+			notify = false
+		}
 		switch {
 		case want == 0 && current > 0:
-			lanes = current
-			return nil
+			want = current
 		case want == 0:
 			want = LanesDefault
 		case want < current:
 			return fmt.Errorf("%d lanes configured, %d asked: lanes cannot be removed", current, want)
 		}
-		return tx.QueryRow(ctx, "SELECT eventbus_ensure_lanes($1)", want).Scan(&lanes)
+		if want == current && notify == was {
+			// Nothing to change: leave the lane tables alone (their DDL
+			// takes locks that would stall producers and relays).
+			lanes = current
+			return nil
+		}
+		return tx.QueryRow(ctx, "SELECT eventbus_ensure_lanes($1, $2)", want, notify).Scan(&lanes)
 	})
 	if err != nil {
-		return 0, fmt.Errorf("schema: ensure lanes: %w", err)
+		return 0, false, fmt.Errorf("schema: ensure lanes: %w", err)
 	}
-	return lanes, nil
+	return lanes, notify, nil
+}
+
+// Notify reports whether lane tables NOTIFY relays on commit (see
+// Options.Wakeup), or returns ErrNotMigrated.
+func Notify(ctx context.Context, db Querier) (bool, error) {
+	if _, err := Lanes(ctx, db); err != nil {
+		return false, err
+	}
+	return readNotify(ctx, db)
+}
+
+func readNotify(ctx context.Context, db Querier) (bool, error) {
+	var notify bool
+	if err := db.QueryRow(ctx, `SELECT notify FROM eventbus_settings`).Scan(&notify); err != nil {
+		return false, fmt.Errorf("schema: read the wake-up setting: %w", err)
+	}
+	return notify, nil
 }
 
 // ErrNotMigrated is returned by Lanes when the eventbus schema is missing.

@@ -145,3 +145,38 @@ func TestQueriesNamingALaneReadOnlyItsTable(t *testing.T) {
 		}
 	}
 }
+
+func TestWakeupSetting(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := pgtest.NewPool(t)
+	triggers := func() int {
+		var n int
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_trigger WHERE tgname = 'eventbus_notify' AND NOT tgisinternal`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	check := func(opts schema.Options, wantNotify bool, wantTriggers int) {
+		t.Helper()
+		res, err := schema.Migrate(ctx, pool, opts)
+		if err != nil {
+			t.Fatalf("migrate %+v: %v", opts, err)
+		}
+		got, err := schema.Notify(ctx, pool)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Notify != wantNotify || got != wantNotify || triggers() != wantTriggers {
+			t.Fatalf("after %+v: result notify %v, setting %v, %d triggers; want %v and %d", opts, res.Notify, got, triggers(), wantNotify, wantTriggers)
+		}
+	}
+	check(schema.Options{Lanes: 2}, true, 2)                    // a new database notifies
+	check(schema.Options{Wakeup: schema.WakeupPoll}, false, 0)  // switched off
+	check(schema.Options{}, false, 0)                           // unchanged
+	check(schema.Options{Lanes: 3}, false, 0)                   // new lanes follow the setting
+	check(schema.Options{Wakeup: schema.WakeupNotify}, true, 3) // and back on, on every lane
+	if err := (schema.Options{Wakeup: 7}).Validate(); err == nil {
+		t.Fatal("Validate accepted an unknown wakeup")
+	}
+}

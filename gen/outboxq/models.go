@@ -48,4 +48,5 @@ type EventbusOutbox struct {
 type EventbusSetting struct {
 	Singleton bool
 	Lanes     int32
+	Notify    bool
 }

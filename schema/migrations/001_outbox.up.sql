@@ -23,10 +23,12 @@ CREATE TABLE IF NOT EXISTS eventbus_offsets (
     PRIMARY KEY (consumer_group)
 );
 
--- Settings shared by producers and relays: the number of lanes.
+-- Settings shared by producers and relays: the number of lanes, and
+-- whether committing producers NOTIFY the relays (see eventbus_notify).
 CREATE TABLE IF NOT EXISTS eventbus_settings (
     singleton BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (singleton),
-    lanes INTEGER NOT NULL CHECK (lanes BETWEEN 1 AND 256)
+    lanes INTEGER NOT NULL CHECK (lanes BETWEEN 1 AND 256),
+    notify BOOLEAN NOT NULL DEFAULT TRUE
 );
 
 -- Wakes relays on commit: one notification per lane per transaction
@@ -38,8 +40,9 @@ BEGIN
 END;
 $$;
 
--- Creates lane tables 0..n-1 (idempotent) and records n.
-CREATE OR REPLACE FUNCTION eventbus_ensure_lanes(n INTEGER) RETURNS INTEGER LANGUAGE plpgsql AS $$
+-- Creates lane tables 0..n-1 (idempotent), gives them the NOTIFY trigger
+-- or removes it, and records both settings.
+CREATE OR REPLACE FUNCTION eventbus_ensure_lanes(n INTEGER, notify BOOLEAN) RETURNS INTEGER LANGUAGE plpgsql AS $$
 DECLARE
     i INTEGER;
     t TEXT;
@@ -55,10 +58,14 @@ BEGIN
         END IF;
         EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %I ((metadata->>%L))', t || '_aggregate', t, 'aggregate_id');
         EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %I (created_at)', t || '_created', t);
-        EXECUTE format('CREATE OR REPLACE TRIGGER eventbus_notify AFTER INSERT ON %I FOR EACH STATEMENT EXECUTE FUNCTION eventbus_notify()', t);
+        IF notify THEN
+            EXECUTE format('CREATE OR REPLACE TRIGGER eventbus_notify AFTER INSERT ON %I FOR EACH STATEMENT EXECUTE FUNCTION eventbus_notify()', t);
+        ELSE
+            EXECUTE format('DROP TRIGGER IF EXISTS eventbus_notify ON %I', t);
+        END IF;
     END LOOP;
-    INSERT INTO eventbus_settings (singleton, lanes) VALUES (TRUE, n)
-    ON CONFLICT (singleton) DO UPDATE SET lanes = excluded.lanes;
+    INSERT INTO eventbus_settings (singleton, lanes, notify) VALUES (TRUE, n, notify)
+    ON CONFLICT (singleton) DO UPDATE SET lanes = excluded.lanes, notify = excluded.notify;
     RETURN n;
 END;
 $$;

@@ -38,7 +38,8 @@ const usageText = `Usage: eventbus [global flags] <command> [flags] [arguments]
 Operates an eventbus database: its outbox, relay, dead letters and inbox.
 
 Commands:
-  migrate [--lanes N]           apply the schema (safe to repeat)
+  migrate [--lanes N] [--wakeup notify|poll]
+                                apply the schema (safe to repeat)
   status [--group G]            outbox backlog per lane, dead letters, inbox
   dlq list [--all] [--limit N]  list dead letters, oldest first
   dlq show ID                   show a dead letter with its payload
@@ -83,6 +84,7 @@ type app struct {
 
 	// Flags of the commands.
 	lanes         int           // migrate
+	wakeup        string        // migrate
 	group         string        // status, relay
 	dlqAll        bool          // dlq list
 	dlqLimit      int           // dlq list

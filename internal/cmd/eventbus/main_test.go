@@ -125,6 +125,18 @@ func TestMigrateTwice(t *testing.T) {
 	if r := cli(t, "migrate", "--database-url", url, "--lanes", "2"); r.code != exitError || !strings.Contains(r.stderr, "lanes cannot be removed") {
 		t.Errorf("removing lanes: %s", r)
 	}
+	mustCLI(t, "migrate", "--database-url", url, "--wakeup", "poll")
+	pool, err := pgxpool.New(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	if notify, err := schema.Notify(context.Background(), pool); err != nil || notify {
+		t.Errorf("after --wakeup poll: notify %v, %v; want false", notify, err)
+	}
+	if r := cli(t, "migrate", "--database-url", url, "--wakeup", "sometimes"); r.code != exitUsage || !strings.Contains(r.stderr, "want notify or poll") {
+		t.Errorf("bad --wakeup: %s", r)
+	}
 }
 
 func TestStatus(t *testing.T) {

@@ -11,18 +11,29 @@ import (
 
 func (a *app) migrateFlags(fs *flag.FlagSet) {
 	fs.IntVar(&a.lanes, "lanes", 0, fmt.Sprintf("number of outbox `lanes`; lanes can be added, never removed (default: keep the current number, %d on a new database)", schema.LanesDefault))
+	fs.StringVar(&a.wakeup, "wakeup", "", "how relays learn of new events: `notify` (a trigger sends NOTIFY on commit) or poll (cheaper for producers, latency up to the poll interval); default: keep the current setting, notify on a new database")
 }
 
 func (a *app) migrate(ctx context.Context, _ []string) error {
 	if a.lanes < 0 || a.lanes > schema.LanesMax {
 		return usagef("migrate: --lanes %d out of range 1..%d", a.lanes, schema.LanesMax)
 	}
+	wakeup := schema.WakeupUnchanged
+	switch a.wakeup {
+	case "":
+	case "notify":
+		wakeup = schema.WakeupNotify
+	case "poll":
+		wakeup = schema.WakeupPoll
+	default:
+		return usagef("migrate: --wakeup %q: want notify or poll", a.wakeup)
+	}
 	pool, err := a.open(ctx)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
-	res, err := schema.Migrate(ctx, pool, schema.Options{Lanes: a.lanes})
+	res, err := schema.Migrate(ctx, pool, schema.Options{Lanes: a.lanes, Wakeup: wakeup})
 	if err != nil {
 		return err
 	}
