@@ -20,9 +20,9 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 func TestConformance(t *testing.T) {
 	servers.RabbitMQ(t)
 	brokertest.Run(t, brokertest.Features{OrderPerAggregate: true}, func(t *testing.T) string { return servers.RabbitMQ(t) })
-	t.Run("Groups", func(t *testing.T) { testGroups(t, servers.RabbitMQ(t)) })
+	t.Run("Groups", func(t *testing.T) { brokertest.RunGroups(t, servers.RabbitMQ(t)) })
 	t.Run("GroupsQuorumQueues", func(t *testing.T) {
-		testGroups(t, servers.RabbitMQ(t)+"?queue_type=quorum&prefetch=8&channels=2")
+		brokertest.RunGroups(t, servers.RabbitMQ(t)+"?queue_type=quorum&prefetch=8&channels=2")
 	})
 }
 

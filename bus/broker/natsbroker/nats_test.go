@@ -82,3 +82,5 @@ func TestAuth(t *testing.T) {
 		})
 	}
 }
+
+func TestGroups(t *testing.T) { brokertest.RunGroups(t, servers.NATS(t)) }

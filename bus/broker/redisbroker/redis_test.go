@@ -42,3 +42,5 @@ func TestOpenErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestGroups(t *testing.T) { brokertest.RunGroups(t, servers.Redis(t)) }

@@ -1,4 +1,4 @@
-package amqpbroker_test
+package brokertest
 
 import (
 	"context"
@@ -13,13 +13,18 @@ import (
 	"github.com/edupulse/eventbus/bus/broker"
 )
 
-// testGroups checks consumer groups on a dotted topic: each group gets every
-// message, the subscribers of a group share them, and a group that stops and
-// comes back resumes after the messages it acknowledged.
-func testGroups(t *testing.T, url string) {
+// RunGroups checks consumer groups, for brokers that have them, on a dotted
+// topic: each group gets every message, the subscribers of a group share
+// them, and a group that stops and comes back resumes after the messages it
+// acknowledged. brokerURL names a running broker; topics and groups are
+// unique to the call.
+func RunGroups(t *testing.T, brokerURL string) {
+	url := brokerURL
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	topic := "t" + uuid.NewString()[:8] + ".pulse.created"
+	prefix := "t" + uuid.NewString()[:8]
+	topic := prefix + ".pulse.created"
+	groupA, groupB := prefix+"_a", prefix+"_b"
 
 	open := func() broker.Broker {
 		b, err := broker.Open(ctx, url, broker.Options{})
@@ -83,8 +88,8 @@ func testGroups(t *testing.T, url string) {
 	}
 
 	b := open()
-	a1, a2 := subscribe(b, "group_a"), subscribe(b, "group_a")
-	gb := subscribe(b, "group_b")
+	a1, a2 := subscribe(b, groupA), subscribe(b, groupA)
+	gb := subscribe(b, groupB)
 	want := publish(b, 0, 20)
 	receive("group a (two subscribers)", want, a1, a2)
 	receive("group b", want, gb)
@@ -95,6 +100,6 @@ func testGroups(t *testing.T, url string) {
 
 	b = open()
 	defer b.Close()
-	again := subscribe(b, "group_a")
+	again := subscribe(b, groupA)
 	receive("group a after a restart", publish(b, 20, 25), again)
 }
