@@ -312,7 +312,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	}
 	// Wake every lane once: there may be a backlog from before the start.
 	for _, w := range wakers {
-		w.notify()
+		w.kick()
 	}
 	return g.Wait()
 }

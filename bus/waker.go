@@ -28,7 +28,8 @@ type laneWaker struct {
 	pollInterval  time.Duration
 	retryInterval time.Duration
 	mu            sync.Mutex
-	lastWake      time.Time
+	lastWake      time.Time // of the last NOTIFY; zero before the first
+	settle        int       // empty queries since lastWake
 
 	// failures counts consecutive transient publish failures; while there
 	// are some, the lane waits out a backoff between batches, holding no
@@ -80,26 +81,60 @@ func (w *laneWaker) parkIfDraining() bool {
 	}
 }
 
-// notify wakes the lane; it never blocks.
+// notify wakes the lane for a NOTIFY; it never blocks.
 func (w *laneWaker) notify() {
 	w.mu.Lock()
 	w.lastWake = time.Now()
+	w.settle = 0
 	w.mu.Unlock()
+	w.kick()
+}
+
+// kick makes the lane query at once, without the settling that follows a
+// NOTIFY; it never blocks.
+func (w *laneWaker) kick() {
 	select {
 	case w.wake <- struct{}{}:
 	default:
 	}
 }
 
-// settleWindow is how long after a NOTIFY an empty query is retried at a
-// short interval. A row committed just now can be held back by an older
-// transaction still running elsewhere in the cluster (watermill-sql reads
-// only rows older than the snapshot's xmin), and that transaction's end
-// sends no notification.
+// After a NOTIFY, a query may find nothing: a row committed just now is
+// held back while an older transaction is still running anywhere in the
+// cluster (watermill-sql reads only rows older than the snapshot's xmin),
+// and that transaction's end sends no notification. So after a wake-up the
+// lane keeps querying at growing intervals, from settleFirst up to
+// settleMax (or the poll interval, if shorter), for settleWindow after the
+// last wake-up, rather than sleep a whole poll interval: about 40 small
+// index queries per lane once activity stops. (Another relay process may
+// have taken the rows: the retries then find nothing, and cost no more.)
 const (
-	settleWindow   = 250 * time.Millisecond
-	settleInterval = 5 * time.Millisecond
+	settleFirst  = 5 * time.Millisecond
+	settleMax    = time.Second
+	settleWindow = 30 * time.Second
 )
+
+// settleDelay returns the pause before the next query after an empty one,
+// and whether the lane is settling after a wake-up at all.
+func (w *laneWaker) settleDelay() (time.Duration, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.lastWake.IsZero() || time.Since(w.lastWake) > settleWindow {
+		return 0, false
+	}
+	d := settleFirst << min(w.settle, 16)
+	w.settle++
+	return min(d, settleMax, w.pollInterval), true
+}
+
+// foundRows records that the lane found rows: if the next query finds
+// none, the settling restarts from settleFirst (rows of the same wake-up
+// may still be held back).
+func (w *laneWaker) foundRows() {
+	w.mu.Lock()
+	w.settle = 0
+	w.mu.Unlock()
+}
 
 // HandleError implements watermill-sql's BackoffManager.
 func (w *laneWaker) HandleError(logger watermill.LoggerAdapter, noMsg bool, err error) time.Duration {
@@ -133,13 +168,11 @@ func (w *laneWaker) handleError(logger watermill.LoggerAdapter, noMsg bool, err 
 		return 0
 	}
 	if !noMsg {
+		w.foundRows()
 		return 0
 	}
-	w.mu.Lock()
-	recent := time.Since(w.lastWake) < settleWindow
-	w.mu.Unlock()
-	if recent {
-		w.wait(settleInterval)
+	if d, settling := w.settleDelay(); settling {
+		w.wait(d)
 		return 0
 	}
 	w.wait(w.pollInterval)
@@ -187,7 +220,7 @@ func listen(ctx context.Context, pool *pgxpool.Pool, wakers map[string]*laneWake
 		logger.Error("LISTEN connection lost, relying on polling until it is back", err, nil)
 		// Wake every lane: notifications may have been missed.
 		for _, w := range wakers {
-			w.notify()
+			w.kick()
 		}
 		select {
 		case <-ctx.Done():
