@@ -44,7 +44,6 @@ import (
 	"fmt"
 	"net/url"
 	"strconv"
-	"sync"
 
 	"github.com/ThreeDotsLabs/watermill"
 	wamqp "github.com/ThreeDotsLabs/watermill-amqp/v3/pkg/amqp"
@@ -162,9 +161,7 @@ type amqpBroker struct {
 	logger watermill.LoggerAdapter
 	pub    *wamqp.Publisher
 
-	mu     sync.Mutex
-	closed bool
-	subs   []*wamqp.Subscriber
+	subs broker.Subscribers
 }
 
 // Open is the amqp driver.
@@ -187,34 +184,23 @@ func (b *amqpBroker) Subscriber(group string) (message.Subscriber, error) {
 	if group == "" {
 		return nil, errors.New("amqpbroker: empty consumer group")
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closed {
-		return nil, errors.New("amqpbroker: broker closed")
-	}
-	sub, err := wamqp.NewSubscriber(b.cfg.wmConfig(group), b.logger.With(watermill.LogFields{"consumer_group": group}))
+	sub, err := broker.Track(&b.subs, func() (*wamqp.Subscriber, error) {
+		return wamqp.NewSubscriber(b.cfg.wmConfig(group), b.logger.With(watermill.LogFields{"consumer_group": group}))
+	})
 	if err != nil {
 		return nil, fmt.Errorf("amqpbroker: subscriber %s: %s", group, broker.RedactError(err, b.u))
 	}
-	b.subs = append(b.subs, sub)
 	return subscriber{sub, group}, nil
 }
 
 func (b *amqpBroker) Close() error {
-	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
+	already, err := b.subs.Close(nil)
+	if already {
 		return nil
 	}
-	b.closed = true
-	subs := b.subs
-	b.subs = nil
-	b.mu.Unlock()
 	var errs []error
-	for _, s := range subs {
-		if err := s.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("amqpbroker: close subscriber: %w", err))
-		}
+	if err != nil {
+		errs = append(errs, fmt.Errorf("amqpbroker: close subscribers: %w", err))
 	}
 	if err := b.pub.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("amqpbroker: close publisher: %w", err))
@@ -227,26 +213,13 @@ func (b *amqpBroker) Close() error {
 type publisher struct{ p *wamqp.Publisher }
 
 func (p publisher) Publish(topic string, msgs ...*message.Message) error {
-	if err := p.p.Publish(topic, detach(msgs)...); err != nil {
+	if err := p.p.Publish(topic, msgs...); err != nil {
 		return fmt.Errorf("amqpbroker: publish to %s: %w", topic, err)
 	}
 	return nil
 }
 
 func (publisher) Close() error { return nil }
-
-// detach returns copies of msgs whose contexts are never canceled:
-// watermill-amqp publishes with the message's context, and a message may come
-// with one already canceled (a consumer dead-lettering the message it
-// handled, whose handler context ended), which would fail every attempt.
-func detach(msgs []*message.Message) []*message.Message {
-	out := make([]*message.Message, len(msgs))
-	for i, m := range msgs {
-		out[i] = m.Copy()
-		out[i].SetContext(context.WithoutCancel(m.Context()))
-	}
-	return out
-}
 
 type subscriber struct {
 	*wamqp.Subscriber

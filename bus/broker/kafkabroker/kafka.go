@@ -32,6 +32,7 @@
 package kafkabroker
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -119,7 +120,7 @@ func parseURL(u *url.URL) (config, error) {
 	if c.tls, err = boolParam(q, "tls", false); err != nil {
 		return c, err
 	}
-	if c.version, err = sarama.ParseKafkaVersion(cmpOr(q.Get("version"), VersionDefault)); err != nil {
+	if c.version, err = sarama.ParseKafkaVersion(cmp.Or(q.Get("version"), VersionDefault)); err != nil {
 		return c, fmt.Errorf("kafkabroker: version=%q: %w", q.Get("version"), err)
 	}
 	if u.User != nil {
@@ -127,13 +128,6 @@ func parseURL(u *url.URL) (config, error) {
 		c.pass, _ = u.User.Password()
 	}
 	return c, nil
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 func boolParam(q url.Values, key string, def bool) (bool, error) {
@@ -194,9 +188,7 @@ type kafkaBroker struct {
 	pub    *kafka.Publisher
 	topics *topics
 
-	mu     sync.Mutex
-	closed bool
-	subs   []*kafka.Subscriber
+	subs broker.Subscribers
 }
 
 // Open is the kafka driver.
@@ -223,39 +215,28 @@ func (b *kafkaBroker) Subscriber(group string) (message.Subscriber, error) {
 	if group == "" {
 		return nil, errors.New("kafkabroker: empty consumer group")
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closed {
-		return nil, errors.New("kafkabroker: broker closed")
-	}
-	sub, err := kafka.NewSubscriber(kafka.SubscriberConfig{
-		Brokers:               b.cfg.brokers,
-		Unmarshaler:           marshaler,
-		OverwriteSaramaConfig: b.cfg.subscriberConfig(),
-		ConsumerGroup:         group,
-	}, b.logger)
+	sub, err := broker.Track(&b.subs, func() (*kafka.Subscriber, error) {
+		return kafka.NewSubscriber(kafka.SubscriberConfig{
+			Brokers:               b.cfg.brokers,
+			Unmarshaler:           marshaler,
+			OverwriteSaramaConfig: b.cfg.subscriberConfig(),
+			ConsumerGroup:         group,
+		}, b.logger)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("kafkabroker: subscriber %s: %w", group, err)
 	}
-	b.subs = append(b.subs, sub)
 	return subscriber{sub, b, group}, nil
 }
 
 func (b *kafkaBroker) Close() error {
-	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
+	already, err := b.subs.Close(nil)
+	if already {
 		return nil
 	}
-	b.closed = true
-	subs := b.subs
-	b.subs = nil
-	b.mu.Unlock()
 	var errs []error
-	for _, s := range subs {
-		if err := s.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("kafkabroker: close subscriber: %w", err))
-		}
+	if err != nil {
+		errs = append(errs, fmt.Errorf("kafkabroker: close subscribers: %w", err))
 	}
 	if err := b.pub.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("kafkabroker: close publisher: %w", err))

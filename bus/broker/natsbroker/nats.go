@@ -168,9 +168,7 @@ type natsBroker struct {
 	pub    *publisher
 	topo   *topology
 
-	mu     sync.Mutex
-	closed bool
-	subs   []*subscriber
+	subs broker.Subscribers
 }
 
 // Open is the nats driver.
@@ -218,62 +216,53 @@ func (b *natsBroker) Subscriber(group string) (message.Subscriber, error) {
 	if group == "" {
 		return nil, errors.New("natsbroker: empty consumer group")
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closed {
-		return nil, errors.New("natsbroker: broker closed")
-	}
-	conn, err := connect(b.cfg, "eventbus consumer "+group)
-	if err != nil {
-		return nil, errors.New(broker.RedactError(err, b.u))
-	}
-	queue := name(group)
-	ws, err := wmnats.NewSubscriberWithNatsConn(conn, wmnats.SubscriberSubscriptionConfig{
-		Unmarshaler:      unmarshaler{},
-		SubscribersCount: 1,
-		AckWaitTimeout:   b.cfg.ackWait,
-		SubjectCalculator: func(queueGroup, topic string) *wmnats.SubjectDetail {
-			return &wmnats.SubjectDetail{Primary: topic + ".*", QueueGroup: queueGroup}
-		},
-		QueueGroupPrefix: queue,
-		JetStream: wmnats.JetStreamConfig{
-			// The consumer exists (ensureConsumer): bind to it, and ack by
-			// hand, never when the callback returns.
-			SubscribeOptions: []nats.SubOpt{nats.ManualAck()},
-			DurablePrefix:    group,
-			DurableCalculator: func(group, subject string) string {
-				return consumerName(group, strings.TrimSuffix(subject, ".*"))
+	sub, err := broker.Track(&b.subs, func() (*subscriber, error) {
+		conn, err := connect(b.cfg, "eventbus consumer "+group)
+		if err != nil {
+			return nil, errors.New(broker.RedactError(err, b.u))
+		}
+		queue := name(group)
+		ws, err := wmnats.NewSubscriberWithNatsConn(conn, wmnats.SubscriberSubscriptionConfig{
+			Unmarshaler:      unmarshaler{},
+			SubscribersCount: 1,
+			AckWaitTimeout:   b.cfg.ackWait,
+			SubjectCalculator: func(queueGroup, topic string) *wmnats.SubjectDetail {
+				return &wmnats.SubjectDetail{Primary: topic + ".*", QueueGroup: queueGroup}
 			},
-		},
-	}, b.logger.With(watermill.LogFields{"consumer_group": group}))
+			QueueGroupPrefix: queue,
+			JetStream: wmnats.JetStreamConfig{
+				// The consumer exists (ensureConsumer): bind to it, and ack by
+				// hand, never when the callback returns.
+				SubscribeOptions: []nats.SubOpt{nats.ManualAck()},
+				DurablePrefix:    group,
+				DurableCalculator: func(group, subject string) string {
+					return consumerName(group, strings.TrimSuffix(subject, ".*"))
+				},
+			},
+		}, b.logger.With(watermill.LogFields{"consumer_group": group}))
+		if err != nil {
+			conn.Close()
+			return nil, err
+		}
+		return &subscriber{Subscriber: ws, conn: conn, topo: b.topo, group: group, queue: queue}, nil
+	})
 	if err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("natsbroker: subscriber: %w", err)
+		return nil, fmt.Errorf("natsbroker: subscriber %s: %w", group, err)
 	}
-	s := &subscriber{Subscriber: ws, conn: conn, topo: b.topo, group: group, queue: queue}
-	b.subs = append(b.subs, s)
-	return s, nil
+	return sub, nil
 }
 
 func (b *natsBroker) Close() error {
-	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
+	already, err := b.subs.Close(nil)
+	if already {
 		return nil
-	}
-	b.closed = true
-	subs := b.subs
-	b.subs = nil
-	b.mu.Unlock()
-	var errs []error
-	for _, s := range subs {
-		if err := s.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("natsbroker: close subscriber %s: %w", s.group, err))
-		}
 	}
 	// Publish waits for its acks: nothing is left in flight.
 	b.conn.Close()
-	return errors.Join(errs...)
+	if err != nil {
+		return fmt.Errorf("natsbroker: close subscribers: %w", err)
+	}
+	return nil
 }
 
 // publisher publishes to JetStream with asynchronous acks, returning once all

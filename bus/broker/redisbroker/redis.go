@@ -37,7 +37,6 @@ import (
 	"fmt"
 	"net/url"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -119,9 +118,7 @@ type redisBroker struct {
 	logger watermill.LoggerAdapter
 	pub    *redisstream.Publisher
 
-	mu     sync.Mutex
-	closed bool
-	subs   []*redisstream.Subscriber
+	subs broker.Subscribers
 }
 
 // Open is the redis driver.
@@ -153,59 +150,52 @@ func (b *redisBroker) Subscriber(group string) (message.Subscriber, error) {
 	if group == "" {
 		return nil, errors.New("redisbroker: empty consumer group")
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closed {
-		return nil, errors.New("redisbroker: broker closed")
-	}
-	consumer := watermill.NewShortUUID()
-	cl, err := b.cfg.client(context.Background(), "eventbus-"+group+"-"+consumer)
+	sub, err := broker.Track(&b.subs, func() (*redisstream.Subscriber, error) {
+		consumer := watermill.NewShortUUID()
+		cl, err := b.cfg.client(context.Background(), "eventbus-"+group+"-"+consumer)
+		if err != nil {
+			return nil, errors.New(broker.RedactError(err, b.u))
+		}
+		// The subscriber closes the client when it closes.
+		sub, err := redisstream.NewSubscriber(redisstream.SubscriberConfig{
+			Client:        cl,
+			Unmarshaller:  marshaller{},
+			Consumer:      consumer,
+			ConsumerGroup: group,
+			OldestId:      "0",
+			MaxIdleTime:   b.cfg.claimIdle,
+			ClaimInterval: min(redisstream.DefaultClaimInterval, b.cfg.claimIdle),
+			// Block at most BlockTime per read, so that Close is not stuck
+			// behind a read waiting for a message.
+			DisableIndefiniteInitialBlock: true,
+			BlockTime:                     time.Second,
+			// A nacked message is handed out again after this pause (the same
+			// message: the stream does not move on meanwhile).
+			NackResendSleep: nackResendSleep,
+			// Stop reading, without the half-second pause of other errors,
+			// once the subscription or the client is closed.
+			ShouldStopOnReadErrors: closing,
+		}, quietLogger{b.logger.With(watermill.LogFields{"consumer_group": group})})
+		if err != nil {
+			_ = cl.Close()
+			return nil, err
+		}
+		return sub, nil
+	})
 	if err != nil {
-		return nil, errors.New(broker.RedactError(err, b.u))
-	}
-	// The subscriber closes the client when it closes.
-	sub, err := redisstream.NewSubscriber(redisstream.SubscriberConfig{
-		Client:        cl,
-		Unmarshaller:  marshaller{},
-		Consumer:      consumer,
-		ConsumerGroup: group,
-		OldestId:      "0",
-		MaxIdleTime:   b.cfg.claimIdle,
-		ClaimInterval: min(redisstream.DefaultClaimInterval, b.cfg.claimIdle),
-		// Block at most BlockTime per read, so that Close is not stuck
-		// behind a read waiting for a message.
-		DisableIndefiniteInitialBlock: true,
-		BlockTime:                     time.Second,
-		// A nacked message is handed out again after this pause (the same
-		// message: the stream does not move on meanwhile).
-		NackResendSleep: nackResendSleep,
-		// Stop reading, without the half-second pause of other errors,
-		// once the subscription or the client is closed.
-		ShouldStopOnReadErrors: closing,
-	}, quietLogger{b.logger.With(watermill.LogFields{"consumer_group": group})})
-	if err != nil {
-		_ = cl.Close()
 		return nil, fmt.Errorf("redisbroker: subscriber %s: %w", group, err)
 	}
-	b.subs = append(b.subs, sub)
 	return subscriber{sub, b, group}, nil
 }
 
 func (b *redisBroker) Close() error {
-	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
+	already, err := b.subs.Close(func(err error) bool { return errors.Is(err, redis.ErrClosed) })
+	if already {
 		return nil
 	}
-	b.closed = true
-	subs := b.subs
-	b.subs = nil
-	b.mu.Unlock()
 	var errs []error
-	for _, s := range subs {
-		if err := s.Close(); err != nil && !errors.Is(err, redis.ErrClosed) {
-			errs = append(errs, fmt.Errorf("redisbroker: close subscriber: %w", err))
-		}
+	if err != nil {
+		errs = append(errs, fmt.Errorf("redisbroker: close subscribers: %w", err))
 	}
 	if err := b.pub.Close(); err != nil && !errors.Is(err, redis.ErrClosed) {
 		errs = append(errs, fmt.Errorf("redisbroker: close publisher: %w", err))
@@ -216,26 +206,13 @@ func (b *redisBroker) Close() error {
 type publisher struct{ b *redisBroker }
 
 func (p publisher) Publish(topic string, msgs ...*message.Message) error {
-	if err := p.b.pub.Publish(topic, detach(msgs)...); err != nil {
+	if err := p.b.pub.Publish(topic, msgs...); err != nil {
 		return fmt.Errorf("redisbroker: publish to %s: %s", topic, broker.RedactError(err, p.b.u))
 	}
 	return nil
 }
 
 func (publisher) Close() error { return nil } // the broker owns it
-
-// detach returns copies of msgs whose contexts are never canceled:
-// watermill-redisstream runs XADD with the message's context, and a message
-// may come with one already canceled (a consumer dead-lettering the message
-// it handled, whose handler context ended), which would fail every attempt.
-func detach(msgs []*message.Message) []*message.Message {
-	out := make([]*message.Message, len(msgs))
-	for i, m := range msgs {
-		out[i] = m.Copy()
-		out[i].SetContext(context.WithoutCancel(m.Context()))
-	}
-	return out
-}
 
 type subscriber struct {
 	*redisstream.Subscriber

@@ -15,7 +15,6 @@ import (
 	"database/sql"
 	"fmt"
 	"net/url"
-	"sync"
 
 	"github.com/ThreeDotsLabs/watermill"
 	wsql "github.com/ThreeDotsLabs/watermill-sql/v3/pkg/sql"
@@ -37,8 +36,7 @@ type sqlBroker struct {
 	pub    *wsql.Publisher
 	logger watermill.LoggerAdapter
 
-	mu   sync.Mutex
-	subs []*wsql.Subscriber
+	subs broker.Subscribers
 }
 
 // Open is the postgres driver.
@@ -68,28 +66,23 @@ func Open(ctx context.Context, u *url.URL, opts broker.Options) (broker.Broker, 
 func (b *sqlBroker) Publisher() message.Publisher { return b.pub }
 
 func (b *sqlBroker) Subscriber(group string) (message.Subscriber, error) {
-	sub, err := wsql.NewSubscriber(b.db, wsql.SubscriberConfig{
-		ConsumerGroup:    group,
-		SchemaAdapter:    wsql.DefaultPostgreSQLSchema{},
-		OffsetsAdapter:   wsql.DefaultPostgreSQLOffsetsAdapter{},
-		InitializeSchema: true,
-	}, b.logger)
+	sub, err := broker.Track(&b.subs, func() (*wsql.Subscriber, error) {
+		return wsql.NewSubscriber(b.db, wsql.SubscriberConfig{
+			ConsumerGroup:    group,
+			SchemaAdapter:    wsql.DefaultPostgreSQLSchema{},
+			OffsetsAdapter:   wsql.DefaultPostgreSQLOffsetsAdapter{},
+			InitializeSchema: true,
+		}, b.logger)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("sqlbroker: subscriber: %w", err)
 	}
-	b.mu.Lock()
-	b.subs = append(b.subs, sub)
-	b.mu.Unlock()
 	return sub, nil
 }
 
 func (b *sqlBroker) Close() error {
-	b.mu.Lock()
-	subs := b.subs
-	b.subs = nil
-	b.mu.Unlock()
-	for _, s := range subs {
-		_ = s.Close()
+	if already, _ := b.subs.Close(nil); already {
+		return nil
 	}
 	err := b.pub.Close()
 	_ = b.db.Close()
