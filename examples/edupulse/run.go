@@ -16,13 +16,7 @@ import (
 
 	"github.com/edupulse/eventbus/bus"
 	"github.com/edupulse/eventbus/bus/broker"
-	// Every adapter, so that -broker can name any of them.
-	_ "github.com/edupulse/eventbus/bus/broker/amqpbroker"
-	_ "github.com/edupulse/eventbus/bus/broker/gochannelbroker"
-	_ "github.com/edupulse/eventbus/bus/broker/kafkabroker"
-	_ "github.com/edupulse/eventbus/bus/broker/natsbroker"
-	_ "github.com/edupulse/eventbus/bus/broker/redisbroker"
-	_ "github.com/edupulse/eventbus/bus/broker/sqlbroker"
+	_ "github.com/edupulse/eventbus/bus/broker/all" // -broker can name any adapter
 	"github.com/edupulse/eventbus/gen"
 	"github.com/edupulse/eventbus/internal/db"
 	"github.com/edupulse/eventbus/internal/pgserver"

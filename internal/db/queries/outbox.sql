@@ -26,9 +26,3 @@ WHERE o.lane = sqlc.arg(lane)::integer
   AND o.created_at < CURRENT_TIMESTAMP::timestamp - sqlc.arg(older_than)::interval
   AND (o.transaction_id < f.last_processed_transaction_id
        OR (o.transaction_id = f.last_processed_transaction_id AND o."offset" <= f.offset_acked));
-
--- name: TailOutbox :many
-SELECT "offset", uuid, created_at, payload, metadata, lane::integer AS lane FROM eventbus_outbox
-WHERE "offset" > sqlc.arg(after_offset)
-ORDER BY "offset"
-LIMIT sqlc.arg(max_rows);
