@@ -25,7 +25,6 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"sort"
 	"strconv"
@@ -35,6 +34,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/edupulse/eventbus/internal/childproc"
 )
 
 // ErrNoBinaries is returned (wrapped) by FindBinDir and Start when no
@@ -80,10 +81,7 @@ type Server struct {
 	logf    func(format string, args ...any)
 	log     *logBuffer
 
-	proc *exec.Cmd
-	done chan struct{} // closed when proc has exited
-	// waitErr is the result of proc.Wait; read only after done is closed.
-	waitErr error
+	proc *childproc.Process // the running postmaster, or nil
 
 	stopOnce sync.Once
 	stopErr  error
@@ -293,29 +291,11 @@ func (s *Server) start(ctx context.Context, cred *syscall.Credential, extra map[
 	s.log = &logBuffer{logf: s.logf}
 	cmd.Stdout = s.log
 	cmd.Stderr = s.log
-	s.proc = cmd
-	s.done = make(chan struct{})
-	s.waitErr = nil
-
-	// Pdeathsig fires when the thread that started the child exits, not the
-	// process (go.dev/issue/27505). Start and wait on a locked thread that
-	// lives as long as the server does.
-	started := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		err := cmd.Wait()
-		s.waitErr = err
-		close(s.done)
-	}()
-	if err := <-started; err != nil {
-		return fmt.Errorf("pgserver: start postgres: %w", err)
+	proc, err := childproc.Start(cmd) // SysProcAttr (Pdeathsig) is set by s.command
+	if err != nil {
+		return fmt.Errorf("pgserver: %w", err)
 	}
+	s.proc = proc
 
 	if err := s.waitReady(ctx); err != nil {
 		_ = s.kill()
@@ -344,8 +324,8 @@ func (s *Server) waitReady(ctx context.Context) error {
 		}
 		lastErr = err
 		select {
-		case <-s.done:
-			return fmt.Errorf("server exited before accepting connections: %v", s.waitErr)
+		case <-s.proc.Done():
+			return fmt.Errorf("server exited before accepting connections: %v", s.proc.Err())
 		case <-ctx.Done():
 			return fmt.Errorf("not ready (%w), last connection error: %w", ctx.Err(), lastErr)
 		case <-time.After(20 * time.Millisecond):
@@ -417,23 +397,23 @@ func (s *Server) Stop() error {
 // kill stops the current postgres process and its process group and waits
 // for it to exit.
 func (s *Server) kill() error {
-	if s.proc == nil || s.proc.Process == nil {
+	if s.proc == nil {
 		return nil
 	}
-	pid := s.proc.Process.Pid
+	pid := s.proc.Cmd.Process.Pid
 	select {
-	case <-s.done:
+	case <-s.proc.Done():
 	default:
-		if err := s.proc.Process.Signal(syscall.SIGQUIT); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		if err := s.proc.Cmd.Process.Signal(syscall.SIGQUIT); err != nil && !errors.Is(err, os.ErrProcessDone) {
 			s.logfIf("pgserver: signal postgres %d: %v", pid, err)
 		}
 		select {
-		case <-s.done:
+		case <-s.proc.Done():
 		case <-time.After(stopTimeout):
 			s.logfIf("pgserver: postgres %d did not exit within %v, killing its process group", pid, stopTimeout)
 			_ = killGroup(pid, syscall.SIGKILL)
 			select {
-			case <-s.done:
+			case <-s.proc.Done():
 			case <-time.After(stopTimeout):
 				return fmt.Errorf("pgserver: postgres %d did not exit after SIGKILL", pid)
 			}

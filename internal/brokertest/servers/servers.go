@@ -23,12 +23,13 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"runtime"
 	"strconv"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/edupulse/eventbus/internal/childproc"
 )
 
 const (
@@ -88,19 +89,14 @@ func freePort(avoid ...[2]int) (int, error) {
 // process is a server child process in a process group of its own, killed
 // (SIGTERM) if the test binary dies.
 type process struct {
-	name    string
-	cmd     *exec.Cmd
-	out     *tailBuffer
-	done    chan struct{}
-	waitErr error
+	*childproc.Process
+	name string
+	out  *tailBuffer
 }
 
-// startProcess starts cmd in its own process group. Pdeathsig fires when the
-// thread that started the child exits, not the process (go.dev/issue/27505):
-// the child is started and waited for on a locked thread that lives as long
-// as it does.
+// startProcess starts cmd in its own process group (see package childproc).
 func startProcess(name string, cmd *exec.Cmd) (*process, error) {
-	p := &process{name: name, cmd: cmd, out: &tailBuffer{max: 16 << 10}, done: make(chan struct{})}
+	p := &process{name: name, out: &tailBuffer{max: 16 << 10}}
 	if cmd.Stdout == nil {
 		cmd.Stdout = p.out
 	}
@@ -108,47 +104,27 @@ func startProcess(name string, cmd *exec.Cmd) (*process, error) {
 		cmd.Stderr = p.out
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
-	started := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		p.waitErr = cmd.Wait()
-		close(p.done)
-	}()
-	if err := <-started; err != nil {
-		return nil, fmt.Errorf("servers: start %s: %w", name, err)
+	proc, err := childproc.Start(cmd)
+	if err != nil {
+		return nil, fmt.Errorf("servers: %s: %w", name, err)
 	}
+	p.Process = proc
 	return p, nil
-}
-
-// exited reports whether the process has exited.
-func (p *process) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
 }
 
 // stop sends sig, waits for the process to exit (SIGKILL after
 // stopTimeout), then kills whatever is left of its process group.
 func (p *process) stop(sig syscall.Signal) error {
-	pid := p.cmd.Process.Pid
+	pid := p.Cmd.Process.Pid
 	var err error
-	if !p.exited() {
-		_ = p.cmd.Process.Signal(sig)
+	if !p.Exited() {
+		_ = p.Cmd.Process.Signal(sig)
 		select {
-		case <-p.done:
+		case <-p.Done():
 		case <-time.After(stopTimeout):
 			_ = syscall.Kill(-pid, syscall.SIGKILL)
 			select {
-			case <-p.done:
+			case <-p.Done():
 				err = fmt.Errorf("servers: %s (pid %d) did not exit within %v of %v; killed", p.name, pid, stopTimeout, sig)
 			case <-time.After(stopTimeout):
 				return fmt.Errorf("servers: %s (pid %d) did not exit after SIGKILL", p.name, pid)
@@ -181,8 +157,8 @@ func waitTCP(p *process, port int, timeout time.Duration, check func(net.Conn) e
 			}
 		}
 		lastErr = err
-		if p.exited() {
-			return fmt.Errorf("%s exited before accepting connections (%v); output:\n%s", p.name, p.waitErr, p.out.String())
+		if p.Exited() {
+			return fmt.Errorf("%s exited before accepting connections (%v); output:\n%s", p.name, p.Err(), p.out.String())
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%s not ready on %s after %v (%v); output:\n%s", p.name, addr, timeout, lastErr, p.out.String())
