@@ -164,6 +164,12 @@ type handlerFunc func(ctx context.Context, ev Event) error
 
 type txHandlerFunc func(ctx context.Context, tx pgx.Tx, ev Event) ([]Event, error)
 
+// route is the handlers of one wire name, those of every event included.
+type route struct {
+	plain []handlerFunc
+	tx    []txHandlerFunc
+}
+
 // Consumer subscribes to a broker and hands typed events to handlers.
 //
 // Delivery is at least once. Handlers registered with On may see an event
@@ -181,6 +187,7 @@ type Consumer struct {
 	mu         sync.Mutex
 	plain      map[string][]handlerFunc // by wire name; "" is any event
 	tx         map[string][]txHandlerFunc
+	routes     map[string]route // set by Run: the handlers of each wire name
 	stopping   atomic.Bool
 	router     *message.Router
 	handled    atomic.Int64
@@ -265,6 +272,14 @@ func (c *Consumer) Running() <-chan struct{} { return c.router.Running() }
 func (c *Consumer) Run(ctx context.Context) error {
 	c.mu.Lock()
 	needTx := len(c.tx) > 0
+	// The handlers are fixed from here on: resolve each wire name's once.
+	c.routes = make(map[string]route)
+	for _, name := range c.cfg.Registry.Names() {
+		c.routes[name] = route{
+			plain: slices.Concat(c.plain[name], c.plain[""]),
+			tx:    slices.Concat(c.tx[name], c.tx[""]),
+		}
+	}
 	c.mu.Unlock()
 	if needTx && c.cfg.Pool == nil {
 		return errors.New("bus: consumer: OnTx handlers need ConsumerConfig.Pool")
@@ -346,10 +361,8 @@ func (c *Consumer) handle(msg *message.Message) error {
 }
 
 func (c *Consumer) dispatch(ctx context.Context, ev Event) error {
-	c.mu.Lock()
-	plain := slices.Concat(c.plain[ev.EventName()], c.plain[""])
-	txs := slices.Concat(c.tx[ev.EventName()], c.tx[""])
-	c.mu.Unlock()
+	rt := c.routes[ev.EventName()] // a decoded event's name is registered
+	plain, txs := rt.plain, rt.tx
 	for _, h := range plain {
 		if err := h(ctx, ev); err != nil {
 			return fmt.Errorf("handle %s %s: %w", ev.EventName(), ev.Envelope().ID, err)
