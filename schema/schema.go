@@ -248,19 +248,24 @@ func ensureLanes(ctx context.Context, db DB, want int, wakeup Wakeup) (lanes int
 
 // Notify reports whether lane tables NOTIFY relays on commit (see
 // Options.Wakeup), or returns ErrNotMigrated.
-func Notify(ctx context.Context, db Querier) (bool, error) {
-	if _, err := Lanes(ctx, db); err != nil {
-		return false, err
-	}
-	return readNotify(ctx, db)
-}
+func Notify(ctx context.Context, db Querier) (bool, error) { return readNotify(ctx, db) }
 
 func readNotify(ctx context.Context, db Querier) (bool, error) {
 	var notify bool
-	if err := db.QueryRow(ctx, `SELECT notify FROM eventbus_settings`).Scan(&notify); err != nil {
+	err := db.QueryRow(ctx, `SELECT notify FROM eventbus_settings`).Scan(&notify)
+	if errors.Is(err, pgx.ErrNoRows) || isUndefinedTable(err) {
+		return false, ErrNotMigrated
+	}
+	if err != nil {
 		return false, fmt.Errorf("schema: read the wake-up setting: %w", err)
 	}
 	return notify, nil
+}
+
+// isUndefinedTable reports a query on a table that does not exist.
+func isUndefinedTable(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "42P01"
 }
 
 // ErrNotMigrated is returned by Lanes when the eventbus schema is missing.
@@ -288,7 +293,7 @@ func readLanes(ctx context.Context, db Querier) (int, error) {
 	var n int
 	err := db.QueryRow(ctx, `SELECT coalesce((SELECT lanes FROM eventbus_settings), 0)`).Scan(&n)
 	if err != nil {
-		if pgErr := (*pgconn.PgError)(nil); errors.As(err, &pgErr) && pgErr.Code == "42P01" { // undefined_table
+		if isUndefinedTable(err) {
 			return 0, ErrNotMigrated
 		}
 		return 0, fmt.Errorf("schema: read lanes: %w", err)

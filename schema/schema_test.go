@@ -180,3 +180,10 @@ func TestWakeupSetting(t *testing.T) {
 		t.Fatal("Validate accepted an unknown wakeup")
 	}
 }
+
+func TestNotifyBeforeMigrate(t *testing.T) {
+	t.Parallel()
+	if _, err := schema.Notify(context.Background(), pgtest.NewPool(t)); !errors.Is(err, schema.ErrNotMigrated) {
+		t.Fatalf("Notify before Migrate: %v, want ErrNotMigrated", err)
+	}
+}
