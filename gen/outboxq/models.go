@@ -8,6 +8,15 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
+type EventbusAttempt struct {
+	Lane          int32
+	MessageUuid   string
+	Attempts      int32
+	FirstFailedAt pgtype.Timestamptz
+	LastFailedAt  pgtype.Timestamptz
+	LastError     string
+}
+
 type EventbusDeadLetter struct {
 	ID            int64
 	Lane          int32
@@ -21,6 +30,11 @@ type EventbusDeadLetter struct {
 	FirstFailedAt pgtype.Timestamptz
 	DeadAt        pgtype.Timestamptz
 	ReplayedAt    pgtype.Timestamptz
+}
+
+type EventbusHead struct {
+	AggregateID   string
+	TransactionID pgtype.Uint64
 }
 
 type EventbusInbox struct {
@@ -43,6 +57,12 @@ type EventbusOutbox struct {
 	Metadata      []byte
 	TransactionID pgtype.Uint64
 	Lane          int32
+}
+
+type EventbusRelayGroup struct {
+	ConsumerGroup string
+	RegisteredAt  pgtype.Timestamptz
+	LastSeenAt    pgtype.Timestamptz
 }
 
 type EventbusSetting struct {
