@@ -18,6 +18,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/components/forwarder"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
@@ -344,10 +345,8 @@ func (r *Relay) newLaneForwarder(pool *pgxpool.Pool, sqlDB *sql.DB, lane int, wa
 		ResendInterval: r.cfg.BackoffInitial,
 		RetryInterval:  r.cfg.RetryInterval,
 		BackoffManager: waker,
-		SchemaAdapter:  KeysetSchema{wsql.DefaultPostgreSQLSchema{SubscribeBatchSize: r.cfg.BatchSize}},
-		OffsetsAdapter: wsql.DefaultPostgreSQLOffsetsAdapter{
-			GenerateMessagesOffsetsTableName: func(string) string { return schema.OffsetsTable },
-		},
+		SchemaAdapter:  laneSchema{KeysetSchema{wsql.DefaultPostgreSQLSchema{SubscribeBatchSize: r.cfg.BatchSize}}},
+		OffsetsAdapter: laneOffsets{},
 	}, logger)
 	if err != nil {
 		return nil, fmt.Errorf("bus: relay: lane %d subscriber: %w", lane, err)
@@ -356,29 +355,8 @@ func (r *Relay) newLaneForwarder(pool *pgxpool.Pool, sqlDB *sql.DB, lane int, wa
 	if err != nil {
 		return nil, fmt.Errorf("bus: relay: %w", err)
 	}
-	maxAttempts := r.cfg.MaxAttempts
-	retry := middleware.Retry{
-		MaxRetries:          1 << 30, // outages are retried for as long as they last
-		InitialInterval:     r.cfg.BackoffInitial,
-		MaxInterval:         r.cfg.BackoffMax,
-		Multiplier:          backoffMultiplierDefault,
-		RandomizationFactor: backoffRandomization,
-		ShouldRetry: func(p middleware.RetryParams) bool {
-			r.failed.Add(1)
-			if !IsPermanent(p.Err) {
-				waker.publishFailed()
-			}
-			retry := !IsPermanent(p.Err) || p.RetryNum+1 < maxAttempts
-			// Log the first failure and then every tenth, without the
-			// stack traces Watermill's errors carry.
-			if p.RetryNum%10 == 0 {
-				logger.Error("Publishing an event failed", errors.New(p.Err.Error()), watermill.LogFields{
-					"attempt": p.RetryNum + 1, "permanent": IsPermanent(p.Err), "retry": retry, "next_delay": p.Delay})
-			}
-			return retry
-		},
-	}
-	mws := []message.HandlerMiddleware{poison, r.countPublished(waker), retry.Middleware, countAttempts}
+	attempts := publishAttempts{relay: r, pool: pool, lane: lane, waker: waker, logger: logger}
+	mws := []message.HandlerMiddleware{poison, attempts.middleware}
 	mws = append(mws, r.cfg.Middlewares...)
 	mws = append(mws, validateOutboxRow)
 	return forwarder.NewForwarder(sub, r.cfg.Publisher, logger, forwarder.Config{
@@ -386,35 +364,6 @@ func (r *Relay) newLaneForwarder(pool *pgxpool.Pool, sqlDB *sql.DB, lane int, wa
 		Middlewares:    mws,
 		CloseTimeout:   r.cfg.ShutdownTimeout,
 	})
-}
-
-// countPublished counts successful publishes and tells the lane's waker,
-// which resets its outage backoff.
-func (r *Relay) countPublished(w *laneWaker) message.HandlerMiddleware {
-	return func(h message.HandlerFunc) message.HandlerFunc {
-		return func(msg *message.Message) ([]*message.Message, error) {
-			out, err := h(msg)
-			if err == nil {
-				r.published.Add(1)
-				w.failures.Store(0)
-			}
-			return out, err
-		}
-	}
-}
-
-// countAttempts records in the message's metadata how many times it was
-// tried and when it first failed, for the dead-letter table.
-func countAttempts(h message.HandlerFunc) message.HandlerFunc {
-	return func(msg *message.Message) ([]*message.Message, error) {
-		n, _ := strconv.Atoi(msg.Metadata.Get(metadataAttempts))
-		msg.Metadata.Set(metadataAttempts, strconv.Itoa(n+1))
-		out, err := h(msg)
-		if err != nil && msg.Metadata.Get(metadataFirstFailedAt) == "" {
-			msg.Metadata.Set(metadataFirstFailedAt, time.Now().UTC().Format(time.RFC3339Nano))
-		}
-		return out, err
-	}
 }
 
 // validateOutboxRow turns the failure to forward a row that is no
@@ -471,16 +420,24 @@ func (s *deadLetterSink) Publish(_ string, msgs ...*message.Message) error {
 		if ctx.Err() != nil {
 			ctx = context.Background()
 		}
-		id, err := s.q.InsertDeadLetter(ctx, s.pool, db.InsertDeadLetterParams{
-			Lane:          int32(lane),
-			MessageUuid:   msg.UUID,
-			EventName:     msg.Metadata.Get(MetadataName),
-			AggregateID:   msg.Metadata.Get(MetadataAggregateID),
-			Payload:       msg.Payload,
-			Metadata:      metaJSON,
-			Error:         msg.Metadata.Get(middleware.ReasonForPoisonedKey),
-			Attempts:      int32(attempts),
-			FirstFailedAt: pgtype.Timestamptz{Time: first, Valid: true},
+		var id int64
+		err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+			var err error
+			id, err = s.q.InsertDeadLetter(ctx, tx, db.InsertDeadLetterParams{
+				Lane:          int32(lane),
+				MessageUuid:   msg.UUID,
+				EventName:     msg.Metadata.Get(MetadataName),
+				AggregateID:   msg.Metadata.Get(MetadataAggregateID),
+				Payload:       msg.Payload,
+				Metadata:      metaJSON,
+				Error:         msg.Metadata.Get(middleware.ReasonForPoisonedKey),
+				Attempts:      int32(attempts),
+				FirstFailedAt: pgtype.Timestamptz{Time: first, Valid: true},
+			})
+			if err != nil {
+				return err
+			}
+			return s.q.DeleteAttempts(ctx, tx, db.DeleteAttemptsParams{Lane: int32(lane), MessageUuid: msg.UUID})
 		})
 		if err != nil {
 			return fmt.Errorf("dead letter %s: %w", msg.UUID, err)

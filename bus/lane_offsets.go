@@ -1,0 +1,77 @@
+package bus
+
+import (
+	"database/sql"
+
+	wsql "github.com/ThreeDotsLabs/watermill-sql/v3/pkg/sql"
+
+	"github.com/edupulse/eventbus/schema"
+)
+
+// laneOffsets is the relay's watermill-sql OffsetsAdapter. Unlike
+// watermill-sql's DefaultPostgreSQLOffsetsAdapter, which locks the consumer
+// group's offsets row with SELECT … FOR UPDATE for the whole batch, it
+// claims the lane with a transaction-scoped advisory lock
+// (eventbus_claim_lane). A row lock gives the batch's transaction a
+// transaction id, and a running transaction id holds back
+// pg_snapshot_xmin(pg_current_snapshot()) for every watermill-sql reader
+// of the cluster, so one lane publishing slowly delayed all the others. An
+// advisory lock assigns none: the batch's transaction gets one only when it
+// writes the new offset, just before it commits. A relay process that does
+// not get the lock reads no rows and tries again later, instead of waiting
+// on a row lock and failing with a serialization error.
+type laneOffsets struct{}
+
+// SchemaInitializingQueries implements wsql.OffsetsAdapter: schema.Migrate
+// creates the offsets table.
+func (laneOffsets) SchemaInitializingQueries(string) []wsql.Query { return nil }
+
+// NextOffsetQuery implements wsql.OffsetsAdapter.
+func (laneOffsets) NextOffsetQuery(_, consumerGroup string) wsql.Query {
+	return wsql.Query{
+		Query: `SELECT offset_acked, last_processed_transaction_id FROM eventbus_claim_lane($1)`,
+		Args:  []any{consumerGroup},
+	}
+}
+
+// AckMessageQuery implements wsql.OffsetsAdapter. The offset only moves
+// forward: a relay that read a batch another one had already acknowledged
+// (both publish it: at least once) cannot move it back.
+func (laneOffsets) AckMessageQuery(_ string, row wsql.Row, consumerGroup string) wsql.Query {
+	return wsql.Query{
+		Query: `INSERT INTO ` + schema.OffsetsTable + ` AS o (offset_acked, last_processed_transaction_id, consumer_group)
+	VALUES ($1, $2, $3)
+	ON CONFLICT (consumer_group) DO UPDATE SET
+		offset_acked = excluded.offset_acked,
+		last_processed_transaction_id = excluded.last_processed_transaction_id
+	WHERE (o.last_processed_transaction_id, o.offset_acked) < (excluded.last_processed_transaction_id, excluded.offset_acked)`,
+		Args: []any{row.Offset, row.ExtraData["transaction_id"], consumerGroup},
+	}
+}
+
+// ConsumedMessageQuery implements wsql.OffsetsAdapter; there is none.
+func (laneOffsets) ConsumedMessageQuery(string, wsql.Row, string, []byte) wsql.Query {
+	return wsql.Query{}
+}
+
+// BeforeSubscribingQueries implements wsql.OffsetsAdapter: it creates the
+// group's zero offsets, so that the lane is read from its start.
+func (laneOffsets) BeforeSubscribingQueries(_, consumerGroup string) []wsql.Query {
+	return []wsql.Query{{
+		Query: `INSERT INTO ` + schema.OffsetsTable + ` (consumer_group, offset_acked, last_processed_transaction_id)
+	VALUES ($1, 0, '0') ON CONFLICT DO NOTHING`,
+		Args: []any{consumerGroup},
+	}}
+}
+
+// laneSchema is the relay's watermill-sql SchemaAdapter: KeysetSchema
+// with a READ COMMITTED batch transaction, so that eventbus_claim_lane's
+// query, run after the lock is taken, sees the offsets the previous owner
+// committed. Under REPEATABLE READ it would see the transaction's first
+// snapshot, taken before the lock: the batch would be read again, and the
+// offset write would fail with a serialization error. The batch's rows are
+// read by one statement, so its snapshot is consistent either way.
+type laneSchema struct{ KeysetSchema }
+
+// SubscribeIsolationLevel implements wsql.SchemaAdapter.
+func (laneSchema) SubscribeIsolationLevel() sql.IsolationLevel { return sql.LevelReadCommitted }
