@@ -268,6 +268,11 @@ func TestBrokerOutageIsRetriedNotDeadLettered(t *testing.T) {
 	}
 	flaky.failing.Store(false)
 	col.waitDistinct(n, 30*time.Second)
+	// The collector sees an event before the relay counts it (the publish
+	// returns after the subscriber's ack): wait for the counter, which
+	// moves after every failed attempt's count (each lane fails before it
+	// succeeds).
+	waitFor(t, "the published counter", func() bool { return relay.Stats().Published >= n })
 
 	dead, err := bus.NewDeadLetters(pool).Count(ctx)
 	if err != nil {
@@ -331,6 +336,7 @@ func TestMalformedRowIsDeadLetteredAndReplayed(t *testing.T) {
 	if want := "malformed outbox row"; !strings.Contains(dl.Error, want) {
 		t.Fatalf("dead letter error %q does not say %q", dl.Error, want)
 	}
+	waitFor(t, "the published counter", func() bool { return relay.Stats().Published >= 2 })
 	if st := relay.Stats(); st.DeadLettered != 1 || st.Failed != 3 || st.Published != 2 {
 		t.Fatalf("relay stats = %+v, want 1 dead-lettered after 3 failed attempts, 2 published", st)
 	}
