@@ -6,9 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -66,7 +69,8 @@ type OutboxConfig struct {
 // publishes them. An Outbox is safe for concurrent use.
 type Outbox struct {
 	registry *Registry
-	lanes    int
+	lanes    atomic.Int32 // refreshed when Migrate adds lanes
+	lanesDB  schema.Querier
 	topic    TopicFunc
 	inserts  insertCache
 }
@@ -90,14 +94,19 @@ func NewOutbox(ctx context.Context, db schema.Querier, cfg OutboxConfig) (*Outbo
 	if cfg.Topic == nil {
 		cfg.Topic = TopicByEventName
 	}
-	return &Outbox{registry: cfg.Registry, lanes: cfg.Lanes, topic: cfg.Topic}, nil
+	o := &Outbox{registry: cfg.Registry, lanesDB: db, topic: cfg.Topic}
+	o.lanes.Store(int32(cfg.Lanes))
+	return o, nil
 }
 
 // Registry returns the registry the outbox encodes with.
 func (o *Outbox) Registry() *Registry { return o.registry }
 
-// Lanes returns the number of lanes.
-func (o *Outbox) Lanes() int { return o.lanes }
+// Lanes returns the number of lanes the outbox currently hashes over. It
+// follows schema.Migrate adding lanes: the first Publish after the change
+// fails with ErrLanesChanged (InTx retries it), and the outbox reads the
+// new number.
+func (o *Outbox) Lanes() int { return int(o.lanes.Load()) }
 
 // LaneOf returns the lane of an aggregate id: a stable hash (FNV-1a) modulo
 // the number of lanes, so that every event of one aggregate goes through
@@ -111,17 +120,33 @@ func LaneOf(aggregateID string, lanes int) int {
 // Publish writes events into the outbox using tx, normally the caller's
 // transaction: they become visible to the relay when it commits, and
 // vanish if it rolls back. Events of one lane go in one multi-row INSERT
-// (events of one aggregate always share a lane). The W3C traceparent of
+// (events of one aggregate always share a lane), split to stay within
+// PostgreSQL's 65,535 parameters per statement. The W3C traceparent of
 // ctx's span is stored with each event.
+//
+// Publish also records, per aggregate, that this transaction published
+// events of it (eventbus_heads). If a transaction that started later has
+// already committed events of one of the aggregates, Publish fails with
+// an error wrapping ErrOutOfOrder: relays deliver a lane in transaction-id
+// order, and committing would put this transaction's events before that
+// later-committed one. The transaction must then be rolled back and run
+// again (InTx does; see IsRetryable). While another open transaction has
+// published events of the same aggregate, Publish waits for it to end:
+// one aggregate's events are committed one transaction at a time.
+//
+// When Publish returns an error the transaction must be rolled back: some
+// of its rows may have been written.
 func (o *Outbox) Publish(ctx context.Context, tx Execer, events ...Event) error {
 	if len(events) == 0 {
 		return nil
 	}
+	lanes := o.Lanes()
 	type laneRows struct {
 		lane int
 		args []any // uuid, payload, metadata per row
 	}
-	var lanes []laneRows // usually one: a transaction's events often share an aggregate
+	var byLane []laneRows // usually one: a transaction's events often share an aggregate
+	aggregates := make([]string, 0, 1)
 	for _, ev := range events {
 		msg, err := o.registry.NewMessage(ctx, ev)
 		if err != nil {
@@ -142,21 +167,116 @@ func (o *Outbox) Publish(ctx context.Context, tx Execer, events ...Event) error 
 		if err != nil {
 			return fmt.Errorf("bus: publish: %w", err)
 		}
-		lane := LaneOf(ev.Envelope().AggregateID, o.lanes)
-		i := slices.IndexFunc(lanes, func(l laneRows) bool { return l.lane == lane })
+		aggregate := ev.Envelope().AggregateID
+		if !slices.Contains(aggregates, aggregate) {
+			aggregates = append(aggregates, aggregate)
+		}
+		lane := LaneOf(aggregate, lanes)
+		i := slices.IndexFunc(byLane, func(l laneRows) bool { return l.lane == lane })
 		if i < 0 {
-			lanes = append(lanes, laneRows{lane: lane})
-			i = len(lanes) - 1
+			byLane = append(byLane, laneRows{lane: lane})
+			i = len(byLane) - 1
 		}
-		lanes[i].args = append(lanes[i].args, msg.UUID, wrapped, metadata)
+		byLane[i].args = append(byLane[i].args, msg.UUID, wrapped, metadata)
 	}
-	for _, l := range lanes {
-		rows := len(l.args) / 3
-		if _, err := tx.Exec(ctx, o.inserts.get(l.lane, rows), l.args...); err != nil {
-			return fmt.Errorf("bus: publish %d event(s) to lane %d: %w", rows, l.lane, err)
+	// Heads are locked in one order by every producer, so that two
+	// transactions publishing the same aggregates cannot deadlock.
+	slices.Sort(aggregates)
+	stmts := []statement{{sql: upsertHeads, args: []any{aggregates, lanes}, want: int64(len(aggregates))}}
+	for _, l := range byLane {
+		for rows := range slices.Chunk(l.args, 3*maxInsertRows) {
+			stmts = append(stmts, statement{sql: o.inserts.get(l.lane, len(rows)/3), args: rows, lane: l.lane, want: int64(len(rows) / 3)})
 		}
+	}
+	tags, err := execAll(ctx, tx, stmts)
+	if err != nil {
+		return fmt.Errorf("bus: publish %d event(s): %w", len(events), err)
+	}
+	if tags[0].RowsAffected() != stmts[0].want {
+		return o.headsRefused(ctx, tx, lanes)
 	}
 	return nil
+}
+
+// maxInsertRows is the most rows one INSERT writes: three parameters per
+// row, and PostgreSQL's extended protocol allows 65,535 per statement.
+const maxInsertRows = 65535 / 3
+
+// upsertHeads records this transaction as the newest publisher of each
+// aggregate ($1, sorted), unless a transaction with a larger id already is
+// one, or the number of lanes is not $2 any more: it then updates fewer
+// rows than there are aggregates. The row lock it takes makes a concurrent
+// publisher of the same aggregate wait for this transaction's end.
+const upsertHeads = `INSERT INTO eventbus_heads AS h (aggregate_id, transaction_id)
+SELECT a, pg_current_xact_id() FROM unnest($1::text[]) AS a
+WHERE (SELECT lanes FROM eventbus_settings) = $2
+ON CONFLICT (aggregate_id) DO UPDATE SET transaction_id = excluded.transaction_id
+WHERE h.transaction_id <= excluded.transaction_id`
+
+// headsRefused tells why upsertHeads updated fewer heads than asked.
+func (o *Outbox) headsRefused(ctx context.Context, tx Execer, lanes int) error {
+	if q, ok := tx.(schema.Querier); ok {
+		if n, err := schema.Lanes(ctx, q); err == nil && n != lanes {
+			o.lanes.Store(int32(n))
+			return fmt.Errorf("bus: publish: %w (from %d to %d)", ErrLanesChanged, lanes, n)
+		}
+	} else if n, err := schema.Lanes(ctx, o.lanesDB); err == nil && n != lanes {
+		o.lanes.Store(int32(n))
+		return fmt.Errorf("bus: publish: %w (from %d to %d)", ErrLanesChanged, lanes, n)
+	}
+	return fmt.Errorf("bus: publish: %w", ErrOutOfOrder)
+}
+
+// statement is one statement of a Publish.
+type statement struct {
+	sql  string
+	args []any
+	lane int
+	want int64
+}
+
+// batchSender is a pgx.Tx, *pgx.Conn or *pgxpool.Pool: the statements of
+// a Publish then go to the server in one round trip.
+type batchSender interface {
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
+}
+
+// execAll runs stmts in order, in one round trip when tx can send a batch.
+func execAll(ctx context.Context, tx Execer, stmts []statement) ([]pgconn.CommandTag, error) {
+	tags := make([]pgconn.CommandTag, len(stmts))
+	describe := func(st statement) string {
+		if st.sql == upsertHeads {
+			return "record aggregate heads"
+		}
+		return fmt.Sprintf("insert %d row(s) into lane %d", st.want, st.lane)
+	}
+	if bs, ok := tx.(batchSender); ok {
+		b := &pgx.Batch{}
+		for _, st := range stmts {
+			b.Queue(st.sql, st.args...)
+		}
+		res := bs.SendBatch(ctx, b)
+		for i, st := range stmts {
+			tag, err := res.Exec()
+			if err != nil {
+				_ = res.Close()
+				return nil, fmt.Errorf("%s: %w", describe(st), err)
+			}
+			tags[i] = tag
+		}
+		if err := res.Close(); err != nil {
+			return nil, err
+		}
+		return tags, nil
+	}
+	for i, st := range stmts {
+		tag, err := tx.Exec(ctx, st.sql, st.args...)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", describe(st), err)
+		}
+		tags[i] = tag
+	}
+	return tags, nil
 }
 
 // insertCache holds the INSERT statements of lanes and row counts: the
@@ -192,12 +312,37 @@ const maxCachedInsertRows = 64
 // InTx runs fn in a new transaction on db, publishes the events fn returns
 // in that same transaction and commits. If fn or the publish fails, the
 // transaction is rolled back and the error returned.
+//
+// A transaction that fails for a reason that goes away when it runs again
+// (see IsRetryable: a serialization failure or deadlock, ErrOutOfOrder,
+// ErrLanesChanged) is rolled back and run again, fn included, up to
+// InTxAttempts times in all. fn must therefore do nothing outside the
+// transaction that cannot be repeated.
 func (o *Outbox) InTx(ctx context.Context, db TxBeginner, fn func(ctx context.Context, tx pgx.Tx) ([]Event, error)) error {
-	return pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
-		events, err := fn(ctx, tx)
-		if err != nil {
+	var err error
+	for attempt := 1; ; attempt++ {
+		err = pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+			events, err := fn(ctx, tx)
+			if err != nil {
+				return err
+			}
+			return o.Publish(ctx, tx, events...)
+		})
+		if err == nil || !IsRetryable(err) || attempt == InTxAttempts {
 			return err
 		}
-		return o.Publish(ctx, tx, events...)
-	})
+		// A short pause with jitter, so that transactions that collided do
+		// not collide again at once.
+		t := time.NewTimer(time.Duration(rand.Int64N(int64(attempt) * int64(time.Millisecond))))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return errors.Join(err, ctx.Err())
+		case <-t.C:
+		}
+	}
 }
+
+// InTxAttempts is how many times InTx runs a transaction that keeps
+// failing with a retryable error.
+const InTxAttempts = 10

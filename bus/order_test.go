@@ -1,0 +1,204 @@
+package bus_test
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/edupulse/eventbus/bus"
+)
+
+// Regression (issue 9.6): a lane is read in transaction-id order, and
+// PostgreSQL assigns a transaction its id at its first write. B writes
+// first, A publishes e1 of aggregate X and commits, then B publishes e2 of
+// X and commits: e2 was delivered before e1. Now B's Publish fails with
+// ErrOutOfOrder, InTx runs B again, and e1 comes first.
+func TestOrderIsCommitOrderWhenTheLaterWriterCommitsFirst(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool, ob := newOutboxDB(t, 2)
+	gc := newGoChannel(t)
+	col := newCollector(t, gc)
+	agg := uuid.New()
+
+	e1 := pulseCreated(agg, "e1")
+	e2 := pulseAnswered(agg)
+	var runs atomic.Int32
+	bStarted, aCommitted := make(chan struct{}), make(chan struct{})
+	bDone := make(chan error, 1)
+	go func() {
+		bDone <- ob.InTx(ctx, pool, func(ctx context.Context, tx pgx.Tx) ([]bus.Event, error) {
+			if runs.Add(1) == 1 {
+				// B's first write: it now has the smaller transaction id.
+				if _, err := tx.Exec(ctx, "SELECT pg_current_xact_id()"); err != nil {
+					return nil, err
+				}
+				close(bStarted)
+				<-aCommitted
+			}
+			return []bus.Event{e2}, nil
+		})
+	}()
+	<-bStarted
+	if err := ob.InTx(ctx, pool, func(context.Context, pgx.Tx) ([]bus.Event, error) { return []bus.Event{e1}, nil }); err != nil {
+		t.Fatal(err)
+	}
+	close(aCommitted)
+	if err := <-bDone; err != nil {
+		t.Fatal(err)
+	}
+	if runs.Load() != 2 {
+		t.Fatalf("B ran %d times, want 2 (its first run must be refused)", runs.Load())
+	}
+	runRelay(t, bus.RelayConfig{Pool: pool, Publisher: gc})
+	col.waitDistinct(2, 15*time.Second)
+	got, _ := col.snapshot()
+	if got[0].ID != e1.Envelope().ID.String() || got[1].ID != e2.Envelope().ID.String() {
+		t.Fatalf("delivered %s then %s, want e1 (committed first) then e2", got[0].Name, got[1].Name)
+	}
+}
+
+// Publish in a caller's own transaction reports the conflict with an
+// error wrapping ErrOutOfOrder, which IsRetryable recognises.
+func TestPublishOutOfOrderErrorIsRetryable(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool, ob := newOutboxDB(t, 1)
+	agg := uuid.New()
+	b, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Rollback(ctx)
+	if _, err := b.Exec(ctx, "SELECT pg_current_xact_id()"); err != nil {
+		t.Fatal(err)
+	}
+	if err := ob.InTx(ctx, pool, func(context.Context, pgx.Tx) ([]bus.Event, error) {
+		return []bus.Event{pulseCreated(agg, "later, committed first")}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	err = ob.Publish(ctx, b, pulseAnswered(agg))
+	if !errors.Is(err, bus.ErrOutOfOrder) || !bus.IsRetryable(err) {
+		t.Fatalf("publish = %v, want a retryable ErrOutOfOrder", err)
+	}
+	// Another aggregate is not affected.
+	if err := ob.Publish(ctx, b, pulseCreated(uuid.New(), "other")); err != nil {
+		t.Fatalf("publish of another aggregate: %v", err)
+	}
+}
+
+// When a transaction has published events of an aggregate and not yet
+// committed, another transaction publishing the same aggregate waits for
+// it, so that their commit order is their transaction-id order. Without
+// the wait, A (the later transaction) committed first and was delivered
+// second.
+func TestOrderIsCommitOrderWhenTheEarlierWriterIsStillOpen(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool, ob := newOutboxDB(t, 2)
+	gc := newGoChannel(t)
+	col := newCollector(t, gc)
+	agg := uuid.New()
+
+	e1, e2 := pulseCreated(agg, "e1"), pulseAnswered(agg)
+	b, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Rollback(ctx)
+	if err := ob.Publish(ctx, b, e1); err != nil {
+		t.Fatal(err)
+	}
+	aConn := newPool(t, pool, 1)
+	var aPID uint32
+	if err := aConn.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&aPID); err != nil {
+		t.Fatal(err)
+	}
+	aDone := make(chan error, 1)
+	go func() {
+		aDone <- ob.InTx(ctx, aConn, func(context.Context, pgx.Tx) ([]bus.Event, error) { return []bus.Event{e2}, nil })
+	}()
+	// A either finished (it did not wait: the bug) or waits on B's lock.
+	order := waitBlockedOrDone(t, pool, aPID, aDone)
+	if err := b.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if order == "A first" {
+		t.Fatalf("A committed its event of the aggregate while B, which published one earlier, was still open")
+	}
+	if err := <-aDone; err != nil {
+		t.Fatal(err)
+	}
+	runRelay(t, bus.RelayConfig{Pool: pool, Publisher: gc})
+	col.waitDistinct(2, 15*time.Second)
+	got, _ := col.snapshot()
+	if got[0].ID != e1.Envelope().ID.String() || got[1].ID != e2.Envelope().ID.String() {
+		t.Fatalf("delivered %s then %s, want B's e1 then A's e2", got[0].Name, got[1].Name)
+	}
+}
+
+// waitBlockedOrDone reports "A first" when A's transaction ended, or
+// "A waits" once backend pid waits on a lock.
+func waitBlockedOrDone(t *testing.T, pool *pgxpool.Pool, pid uint32, done chan error) string {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-done:
+			done <- err
+			return "A first"
+		default:
+		}
+		var waiting bool
+		if err := pool.QueryRow(context.Background(),
+			`SELECT coalesce((SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1), false)`, pid).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting {
+			return "A waits"
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatal("A neither finished nor waited on a lock")
+	return ""
+}
+
+// Regression (issue 9.8): one Publish of more than 21,845 events of one
+// lane failed (the extended protocol allows 65,535 parameters). 100,000
+// events of one aggregate in one transaction now publish, and are relayed
+// in order.
+func TestPublishOfOneHundredThousandEventsIsRelayedInOrder(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("large transaction skipped in -short mode")
+	}
+	ctx := context.Background()
+	pool, ob := newOutboxDB(t, 4)
+	gc := newGoChannel(t)
+	col := newCollector(t, gc)
+	const n = 100_000
+	agg := uuid.New()
+	events := make([]bus.Event, n)
+	events[0] = pulseCreated(agg, "big")
+	for i := 1; i < n; i++ {
+		events[i] = pulseAnswered(agg)
+	}
+	if err := ob.InTx(ctx, pool, func(context.Context, pgx.Tx) ([]bus.Event, error) { return events, nil }); err != nil {
+		t.Fatal(err)
+	}
+	runRelay(t, bus.RelayConfig{Pool: pool, Publisher: gc, BatchSize: 1000})
+	col.waitDistinct(n, 5*time.Minute)
+	got, _ := col.snapshot()
+	for i, d := range got[:n] {
+		if d.ID != events[i].Envelope().ID.String() {
+			t.Fatalf("delivery %d is %s, want %s (publish order)", i, d.ID, events[i].Envelope().ID)
+		}
+	}
+}
