@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -241,8 +243,22 @@ func (r *Relay) Run(ctx context.Context) error {
 			lanes = append(lanes, i)
 		}
 	}
+	// Registered groups keep the cleaner from deleting what they have not
+	// relayed, and Migrate from growing the lanes over their backlog.
+	if _, err := r.cfg.Pool.Exec(ctx, `INSERT INTO eventbus_relay_groups (consumer_group) VALUES ($1)
+		ON CONFLICT (consumer_group) DO UPDATE SET last_seen_at = now()`, r.cfg.ConsumerGroup); err != nil {
+		return fmt.Errorf("bus: relay: register group %s: %w", r.cfg.ConsumerGroup, err)
+	}
+	follow := len(r.cfg.Lanes) == 0 // all lanes, including lanes added later
 	poolCfg := r.cfg.Pool.Config().Copy()
-	poolCfg.MaxConns = int32(len(lanes) + minPoolConnsBesidesLanes)
+	// Each lane holds a connection while it relays a batch, and may need a
+	// second one meanwhile to record a failed attempt or a dead letter.
+	// Connections are opened on demand, so a relay that follows the lane
+	// count can afford a bound that fits every lane there could be.
+	poolCfg.MaxConns = int32(2*len(lanes) + minPoolConnsBesidesLanes)
+	if follow {
+		poolCfg.MaxConns = int32(2*schema.LanesMax + minPoolConnsBesidesLanes)
+	}
 	poolCfg.MinConns = 0
 	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
 	if err != nil {
@@ -257,20 +273,28 @@ func (r *Relay) Run(ctx context.Context) error {
 	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	defer stop()
 	draining := make(chan struct{})
+	g, gctx := errgroup.WithContext(runCtx)
+	set := &laneSet{wakers: map[string]*laneWaker{}, lanesChanged: make(chan struct{}, 1)}
 
-	wakers := make(map[string]*laneWaker, len(lanes))
-	forwarders := make([]*forwarder.Forwarder, 0, len(lanes))
-	for _, lane := range lanes {
+	// startLane starts relaying lane; the caller holds set.mu.
+	startLane := func(lane int) error {
 		w := newLaneWaker(runCtx, draining, r.cfg.PollInterval, r.cfg.RetryInterval, r.cfg.BackoffInitial, r.cfg.BackoffMax)
-		wakers["watermill_"+schema.LaneTopic(lane)] = w
 		f, err := r.newLaneForwarder(pool, sqlDB, lane, w)
 		if err != nil {
 			return err
 		}
-		forwarders = append(forwarders, f)
+		set.wakers[laneTable(lane)] = w
+		set.lanes = append(set.lanes, lane)
+		g.Go(func() error {
+			if err := f.Run(gctx); err != nil && gctx.Err() == nil {
+				return fmt.Errorf("bus: relay: lane %d forwarder: %w", lane, err)
+			}
+			return nil
+		})
+		w.kick() // there may be a backlog from before the start
+		return nil
 	}
 
-	g, gctx := errgroup.WithContext(runCtx)
 	g.Go(func() error {
 		select {
 		case <-ctx.Done():
@@ -278,7 +302,11 @@ func (r *Relay) Run(ctx context.Context) error {
 			stop() // a forwarder failed: release the lanes' wakers too
 			return nil
 		}
+		set.mu.Lock()
+		set.draining = true
 		close(draining)
+		wakers := slices.Collect(maps.Values(set.wakers))
+		set.mu.Unlock()
 		r.awaitIdle(wakers)
 		stop()
 		return nil
@@ -294,33 +322,99 @@ func (r *Relay) Run(ctx context.Context) error {
 	}
 	if notify {
 		ready := make(chan struct{})
-		g.Go(func() error { listen(gctx, pool, wakers, r.logger, ready); return nil })
+		g.Go(func() error { listen(gctx, pool, set, r.logger, ready); return nil })
 		select {
 		case <-ready:
 		case <-gctx.Done():
 		}
 	}
-	for _, f := range forwarders {
-		g.Go(func() error {
-			if err := f.Run(gctx); err != nil && gctx.Err() == nil {
-				return fmt.Errorf("bus: relay: forwarder: %w", err)
-			}
-			return nil
-		})
+	set.mu.Lock()
+	for _, lane := range lanes {
+		if err := startLane(lane); err != nil {
+			set.mu.Unlock()
+			stop()
+			_ = g.Wait()
+			return err
+		}
+	}
+	set.mu.Unlock()
+	if follow {
+		g.Go(func() error { r.followLanes(gctx, pool, set, startLane); return nil })
 	}
 	if r.cfg.Retention > 0 {
 		g.Go(func() error { r.clean(gctx, pool, lanes); return nil })
 	}
-	// Wake every lane once: there may be a backlog from before the start.
-	for _, w := range wakers {
+	return g.Wait()
+}
+
+// laneSet is the lanes a relay runs, which grows when Migrate adds lanes.
+type laneSet struct {
+	mu       sync.Mutex
+	wakers   map[string]*laneWaker // by lane table name, as NOTIFY names them
+	lanes    []int
+	draining bool
+	// lanesChanged is signalled when Migrate announces new lanes.
+	lanesChanged chan struct{}
+}
+
+// waker returns the waker of a lane table, or nil.
+func (s *laneSet) waker(table string) *laneWaker {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.wakers[table]
+}
+
+// kickAll wakes every lane.
+func (s *laneSet) kickAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, w := range s.wakers {
 		w.kick()
 	}
-	return g.Wait()
+}
+
+// laneTable is the name of a lane's table, as its NOTIFY names it.
+func laneTable(lane int) string { return "watermill_" + schema.LaneTopic(lane) }
+
+// lanesCheckInterval is how often a relay that follows the lane count
+// reads it, besides Migrate's notification.
+const lanesCheckInterval = 5 * time.Second
+
+// followLanes starts the lanes Migrate adds while the relay runs: on
+// Migrate's notification, and every lanesCheckInterval in case it was
+// missed (or the relay polls only).
+func (r *Relay) followLanes(ctx context.Context, pool *pgxpool.Pool, set *laneSet, startLane func(int) error) {
+	t := time.NewTicker(lanesCheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-set.lanesChanged:
+		}
+		n, err := schema.Lanes(ctx, pool)
+		if err != nil {
+			if ctx.Err() == nil {
+				r.logger.Error("Reading the number of lanes", err, nil)
+			}
+			continue
+		}
+		set.mu.Lock()
+		for lane := len(set.lanes); lane < n && !set.draining; lane++ {
+			if err := startLane(lane); err != nil {
+				r.logger.Error("Starting a new lane", err, watermill.LogFields{"lane": lane})
+				break
+			}
+			r.logger.Info("Relaying a new lane", watermill.LogFields{"lane": lane})
+		}
+		set.mu.Unlock()
+	}
 }
 
 // awaitIdle waits until every lane finished its batch in flight, at most
 // ShutdownTimeout.
-func (r *Relay) awaitIdle(wakers map[string]*laneWaker) {
+func (r *Relay) awaitIdle(wakers []*laneWaker) {
 	timeout := time.NewTimer(r.cfg.ShutdownTimeout)
 	defer timeout.Stop()
 	for _, w := range wakers {

@@ -9,11 +9,9 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/jackc/pgx/v5/pgxpool"
-)
 
-// notifyChannel is the channel the lane tables' trigger notifies on commit;
-// the payload is the lane table's name.
-const notifyChannel = "eventbus_outbox"
+	"github.com/edupulse/eventbus/schema"
+)
 
 // laneWaker is the watermill-sql BackoffManager of one lane: instead of
 // sleeping a fixed poll interval when a query found nothing, it waits for a
@@ -208,20 +206,18 @@ func (w *laneWaker) wait(d time.Duration) {
 // listen LISTENs on the outbox channel on a dedicated connection of pool and
 // wakes the lane whose table a notification names, until ctx ends. A lost
 // connection is re-established after a pause; meanwhile polling goes on.
-func listen(ctx context.Context, pool *pgxpool.Pool, wakers map[string]*laneWaker, logger watermill.LoggerAdapter, ready chan<- struct{}) {
+func listen(ctx context.Context, pool *pgxpool.Pool, set *laneSet, logger watermill.LoggerAdapter, ready chan<- struct{}) {
 	var once sync.Once
 	signalReady := func() { once.Do(func() { close(ready) }) }
 	defer signalReady()
 	for ctx.Err() == nil {
-		err := listenOnce(ctx, pool, wakers, signalReady)
+		err := listenOnce(ctx, pool, set, signalReady)
 		if ctx.Err() != nil {
 			return
 		}
 		logger.Error("LISTEN connection lost, relying on polling until it is back", err, nil)
 		// Wake every lane: notifications may have been missed.
-		for _, w := range wakers {
-			w.kick()
-		}
+		set.kickAll()
 		select {
 		case <-ctx.Done():
 		case <-time.After(time.Second):
@@ -229,7 +225,7 @@ func listen(ctx context.Context, pool *pgxpool.Pool, wakers map[string]*laneWake
 	}
 }
 
-func listenOnce(ctx context.Context, pool *pgxpool.Pool, wakers map[string]*laneWaker, ready func()) error {
+func listenOnce(ctx context.Context, pool *pgxpool.Pool, set *laneSet, ready func()) error {
 	pooled, err := pool.Acquire(ctx)
 	if err != nil {
 		return err
@@ -237,7 +233,7 @@ func listenOnce(ctx context.Context, pool *pgxpool.Pool, wakers map[string]*lane
 	// The connection carries LISTEN state: never hand it back to the pool.
 	conn := pooled.Hijack()
 	defer conn.Close(context.Background())
-	if _, err := conn.Exec(ctx, "LISTEN "+notifyChannel); err != nil {
+	if _, err := conn.Exec(ctx, "LISTEN "+schema.NotifyChannel); err != nil {
 		return err
 	}
 	ready()
@@ -246,7 +242,12 @@ func listenOnce(ctx context.Context, pool *pgxpool.Pool, wakers map[string]*lane
 		if err != nil {
 			return err
 		}
-		if w, ok := wakers[n.Payload]; ok {
+		if n.Payload == schema.NotifyLanesChanged {
+			select {
+			case set.lanesChanged <- struct{}{}:
+			default:
+			}
+		} else if w := set.waker(n.Payload); w != nil {
 			w.notify()
 		}
 	}

@@ -238,12 +238,70 @@ func ensureLanes(ctx context.Context, db DB, want int, wakeup Wakeup) (lanes int
 			lanes = current
 			return nil
 		}
-		return tx.QueryRow(ctx, "SELECT eventbus_ensure_lanes($1, $2)", want, notify).Scan(&lanes)
+		if current > 0 && want > current {
+			if err := checkDrained(ctx, tx, current, want); err != nil {
+				return err
+			}
+		}
+		if err := tx.QueryRow(ctx, "SELECT eventbus_ensure_lanes($1, $2)", want, notify).Scan(&lanes); err != nil {
+			return err
+		}
+		if want != current {
+			// Running relays start the new lanes (delivered on commit).
+			if _, err := tx.Exec(ctx, "SELECT pg_notify($1, $2)", NotifyChannel, NotifyLanesChanged); err != nil {
+				return fmt.Errorf("notify relays: %w", err)
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return 0, false, fmt.Errorf("schema: ensure lanes: %w", err)
 	}
 	return lanes, notify, nil
+}
+
+// NotifyChannel is the channel lane tables NOTIFY on commit, with the lane
+// table's name as payload.
+const NotifyChannel = "eventbus_outbox"
+
+// NotifyLanesChanged is the payload Migrate sends on NotifyChannel when it
+// added lanes, so that running relays start relaying them.
+const NotifyLanesChanged = "eventbus_lanes"
+
+// ErrBacklog is wrapped by Migrate's error when it refuses to add lanes
+// because events are not yet relayed.
+var ErrBacklog = errors.New("events not yet relayed")
+
+// checkDrained refuses to add lanes while some event is not yet relayed by
+// every registered relay group. Adding lanes moves aggregates to other
+// lanes, and lanes are relayed independently: an aggregate's event still
+// waiting in its old lane could be delivered after a newer one written to
+// its new lane. With nothing pending, the change is safe while producers
+// and relays run: the lock on eventbus_settings waits for the producers'
+// transactions in flight (Publish reads the number of lanes in its
+// statement), holds new ones until the change commits, and producers then
+// find the number changed and run their transaction again (bus.ErrLanesChanged).
+func checkDrained(ctx context.Context, tx pgx.Tx, current, want int) error {
+	if _, err := tx.Exec(ctx, "LOCK TABLE eventbus_settings IN ACCESS EXCLUSIVE MODE"); err != nil {
+		return fmt.Errorf("lock eventbus_settings: %w", err)
+	}
+	var pending int64
+	err := tx.QueryRow(ctx, `SELECT count(*) FROM eventbus_outbox o
+		WHERE NOT EXISTS (SELECT 1 FROM eventbus_relay_groups)
+		   OR EXISTS (SELECT 1 FROM eventbus_relay_groups g
+		              LEFT JOIN eventbus_offsets f ON f.consumer_group = g.consumer_group || '/' || o.lane
+		              WHERE f.consumer_group IS NULL
+		                 OR (o.transaction_id, o."offset") > (f.last_processed_transaction_id, f.offset_acked))`).Scan(&pending)
+	if err != nil {
+		return fmt.Errorf("count events not yet relayed: %w", err)
+	}
+	if pending > 0 {
+		return fmt.Errorf("cannot grow from %d to %d lanes: %d %w by every relay group (eventbus status); "+
+			"an aggregate's pending events would be overtaken by its events in its new lane. "+
+			"Let the relays drain the outbox, or pause the producers until they have, then migrate again",
+			current, want, pending, ErrBacklog)
+	}
+	return nil
 }
 
 // Notify reports whether lane tables NOTIFY relays on commit (see

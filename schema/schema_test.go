@@ -87,6 +87,15 @@ func TestMigrateExistingDatabaseKeepsDataAndGrowsLanes(t *testing.T) {
 	if _, err := pool.Exec(ctx, `INSERT INTO watermill_eventbus_lane_1 (uuid, payload, transaction_id) VALUES ('x', '{}', pg_current_xact_id())`); err != nil {
 		t.Fatal(err)
 	}
+	// Lanes grow only once every relay group has relayed every row.
+	if _, err := schema.Migrate(ctx, pool, schema.Options{Lanes: 3}); !errors.Is(err, schema.ErrBacklog) {
+		t.Fatalf("grow lanes over an unrelayed row: %v, want ErrBacklog", err)
+	}
+	if _, err := pool.Exec(ctx, `INSERT INTO eventbus_relay_groups (consumer_group) VALUES ('g');
+		INSERT INTO eventbus_offsets (consumer_group, offset_acked, last_processed_transaction_id)
+		SELECT 'g/1', "offset", transaction_id FROM watermill_eventbus_lane_1`); err != nil {
+		t.Fatal(err)
+	}
 	res, err := schema.Migrate(ctx, pool, schema.Options{Lanes: 3})
 	if err != nil {
 		t.Fatalf("grow lanes: %v", err)
