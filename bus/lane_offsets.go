@@ -2,6 +2,7 @@ package bus
 
 import (
 	"database/sql"
+	"strconv"
 
 	wsql "github.com/ThreeDotsLabs/watermill-sql/v3/pkg/sql"
 
@@ -64,14 +65,56 @@ func (laneOffsets) BeforeSubscribingQueries(_, consumerGroup string) []wsql.Quer
 	}}
 }
 
-// laneSchema is the relay's watermill-sql SchemaAdapter: KeysetSchema
-// with a READ COMMITTED batch transaction, so that eventbus_claim_lane's
+// laneSchema is the relay's watermill-sql SchemaAdapter for one lane:
+// KeysetSchema with two changes.
+//
+// Its batch transaction is READ COMMITTED, so that eventbus_claim_lane's
 // query, run after the lock is taken, sees the offsets the previous owner
 // committed. Under REPEATABLE READ it would see the transaction's first
 // snapshot, taken before the lock: the batch would be read again, and the
 // offset write would fail with a serialization error. The batch's rows are
 // read by one statement, so its snapshot is consistent either way.
-type laneSchema struct{ KeysetSchema }
+//
+// When another relay process holds the lane, its SELECT returns one
+// sentinel row (offset -1) instead of nothing, which UnmarshalMessage
+// turns into "no message" after telling the lane's waker: the lane then
+// waits a poll interval instead of polling a lane that another process is
+// draining.
+type laneSchema struct {
+	KeysetSchema
+	busy func()
+}
+
+// busyOffset marks the sentinel row of a lane held by another relay.
+const busyOffset = -1
 
 // SubscribeIsolationLevel implements wsql.SchemaAdapter.
 func (laneSchema) SubscribeIsolationLevel() sql.IsolationLevel { return sql.LevelReadCommitted }
+
+// SelectQuery implements wsql.SchemaAdapter.
+func (s laneSchema) SelectQuery(topic string, consumerGroup string, offsetsAdapter wsql.OffsetsAdapter) wsql.Query {
+	q := s.KeysetSchema.SelectQuery(topic, consumerGroup, offsetsAdapter)
+	// Advisory locks are re-entrant: this returns true when
+	// eventbus_claim_lane took the lock, and false when another process
+	// holds it. (If that process let go in between, it takes it, and the
+	// lane is simply read again soon.)
+	q.Query = `(` + q.Query + `)
+	UNION ALL
+	SELECT ` + strconv.Itoa(busyOffset) + `::bigint, '0'::xid8, '', NULL::json, NULL::json
+	WHERE NOT pg_try_advisory_xact_lock(` + strconv.Itoa(claimLockClass) + `, hashtext($1))`
+	return q
+}
+
+// UnmarshalMessage implements wsql.SchemaAdapter.
+func (s laneSchema) UnmarshalMessage(row wsql.Scanner) (wsql.Row, error) {
+	r, err := s.KeysetSchema.UnmarshalMessage(row)
+	if err == nil && r.Offset == busyOffset {
+		s.busy()
+		return wsql.Row{}, sql.ErrNoRows // the subscriber reads this as "no message"
+	}
+	return r, err
+}
+
+// claimLockClass is the first key of the advisory lock eventbus_claim_lane
+// takes; the second is hashtext(consumer group).
+const claimLockClass = 1701147252

@@ -439,7 +439,7 @@ func (r *Relay) newLaneForwarder(pool *pgxpool.Pool, sqlDB *sql.DB, lane int, wa
 		ResendInterval: r.cfg.BackoffInitial,
 		RetryInterval:  r.cfg.RetryInterval,
 		BackoffManager: waker,
-		SchemaAdapter:  laneSchema{KeysetSchema{wsql.DefaultPostgreSQLSchema{SubscribeBatchSize: r.cfg.BatchSize}}},
+		SchemaAdapter:  laneSchema{KeysetSchema: KeysetSchema{wsql.DefaultPostgreSQLSchema{SubscribeBatchSize: r.cfg.BatchSize}}, busy: waker.laneBusy},
 		OffsetsAdapter: laneOffsets{},
 	}, logger)
 	if err != nil {

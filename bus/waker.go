@@ -2,7 +2,6 @@ package bus
 
 import (
 	"context"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,7 +33,14 @@ type laneWaker struct {
 	// transaction (see HandleError).
 	failures                   atomic.Int32
 	backoffInitial, backoffMax time.Duration
+
+	// busy is set when the last query found the lane held by another
+	// relay process (see laneSchema).
+	busy atomic.Bool
 }
+
+// laneBusy records that another relay process holds the lane.
+func (w *laneWaker) laneBusy() { w.busy.Store(true) }
 
 // newLaneWaker returns a waker that stops for good when ctx ends. Once
 // draining is closed, the lane reads no new batch: the next time the
@@ -153,12 +159,15 @@ func (w *laneWaker) handleError(logger watermill.LoggerAdapter, noMsg bool, err 
 		w.waitOutage(d)
 		return 0
 	}
+	if w.busy.Swap(false) {
+		// Another relay process is relaying this lane: it goes on while
+		// the lane has rows, and takes NOTIFYs as they come, so this one
+		// looks again after a poll interval (to take over if that process
+		// stopped), ignoring NOTIFYs meanwhile.
+		w.waitOutage(w.pollInterval)
+		return 0
+	}
 	if err != nil {
-		if strings.Contains(strings.ToLower(err.Error()), "concurrent update") {
-			// Another relay process holds this lane; it released the offsets
-			// row, try again at once (the next query waits on the lock).
-			return 0
-		}
 		if w.ctx.Err() == nil {
 			logger.Error("Error querying the outbox lane, retrying", err, watermill.LogFields{"wait_time": w.retryInterval})
 		}
