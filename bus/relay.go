@@ -52,6 +52,9 @@ const (
 	minPoolConnsBesidesLanes = 2
 	backoffMultiplierDefault = 2
 	backoffRandomization     = 0.5
+	// maxConsumerGroupLen leaves room for "/<lane>" in eventbus_offsets'
+	// VARCHAR(255) consumer_group.
+	maxConsumerGroupLen = 250
 )
 
 // RelayConfig configures a Relay. Zero values take the documented defaults.
@@ -67,6 +70,10 @@ type RelayConfig struct {
 	Publisher message.Publisher
 	// ConsumerGroup names the relay's offsets: relay processes sharing it
 	// share the work (each lane is relayed by one of them at a time).
+	// Relays of different groups each deliver every event (a fan-out to two
+	// brokers, a broker migration); every group registers in the database
+	// when it first runs, and the cleaner keeps a row until every
+	// registered group relayed it. At most 250 bytes, without '/'.
 	// Defaults to "eventbus_relay".
 	ConsumerGroup string
 	// Lanes restricts the relay to some lanes. Defaults to all lanes
@@ -85,20 +92,23 @@ type RelayConfig struct {
 	// BatchSize is the number of rows read per query. Defaults to 100.
 	BatchSize int
 	// AckDeadline bounds the time one event may take to be published,
-	// retries included, before the lane's batch is given up and read again.
-	// While publishing keeps failing, the lane then pauses between batches
-	// (exponential backoff up to BackoffMax) without holding a
-	// transaction: a lane's batch transaction holds back what every
-	// watermill-sql reader of the PostgreSQL cluster may read. Defaults to
-	// 5 seconds.
+	// retries included, before the lane's batch is given up and read again
+	// (the event's attempt count is kept). While publishing keeps failing,
+	// the lane then pauses between batches (exponential backoff up to
+	// BackoffMax). Must be above BackoffInitial. Defaults to 5 seconds.
 	AckDeadline time.Duration
 	// MaxAttempts is the number of attempts for an event whose failure is
-	// permanent (see Permanent) before it is dead-lettered. Other failures
-	// are retried for as long as they last. Defaults to 5.
+	// permanent (see Permanent) before it is dead-lettered. Attempts are
+	// counted in the database (eventbus_attempts), across batches, relay
+	// processes and restarts. Other failures are retried for as long as
+	// they last. Defaults to 5: with the default backoff a permanent
+	// failure is dead-lettered about 1.5 seconds (plus the broker's time
+	// per attempt) after its first attempt.
 	MaxAttempts int
-	// BackoffInitial and BackoffMax bound the exponential backoff, with
-	// jitter, between attempts to publish one event. Default to 100
-	// milliseconds and 10 seconds.
+	// BackoffInitial and BackoffMax bound the exponential backoff between
+	// attempts to publish one event: BackoffInitial × 2^(n-1) after the
+	// n-th failed attempt, at most BackoffMax, with ±50% jitter. Default to
+	// 100 milliseconds and 10 seconds.
 	BackoffInitial time.Duration
 	BackoffMax     time.Duration
 	// Retention is how long relayed rows stay in the outbox before the
@@ -157,6 +167,12 @@ func (c RelayConfig) Validate() error {
 	}
 	if c.MaxAttempts < 0 {
 		errs = append(errs, fmt.Errorf("negative MaxAttempts %d", c.MaxAttempts))
+	}
+	if strings.Contains(c.ConsumerGroup, "/") || len(c.ConsumerGroup) > maxConsumerGroupLen {
+		errs = append(errs, fmt.Errorf("ConsumerGroup %q: want at most %d bytes and no '/' (lanes are tracked as <group>/<lane>)", c.ConsumerGroup, maxConsumerGroupLen))
+	}
+	if c.AckDeadline > 0 && c.AckDeadline <= cmp.Or(c.BackoffInitial, BackoffInitialDefault) {
+		errs = append(errs, fmt.Errorf("AckDeadline %s not above BackoffInitial %s: no attempt could be retried within a batch", c.AckDeadline, cmp.Or(c.BackoffInitial, BackoffInitialDefault)))
 	}
 	if c.BackoffMax > 0 && c.BackoffInitial > c.BackoffMax {
 		errs = append(errs, fmt.Errorf("BackoffInitial %s above BackoffMax %s", c.BackoffInitial, c.BackoffMax))

@@ -226,3 +226,25 @@ func TestAttemptCountSurvivesRelayRestart(t *testing.T) {
 		t.Fatalf("attempts row left after the dead letter")
 	}
 }
+
+func TestRelayConfigValidateRejectsWhatCannotWork(t *testing.T) {
+	gc := newGoChannel(t)
+	pool := (*pgxpool.Pool)(nil)
+	for name, tc := range map[string]struct {
+		cfg  bus.RelayConfig
+		want string
+	}{
+		"no pool":                {bus.RelayConfig{Publisher: gc}, "nil Pool"},
+		"deadline below backoff": {bus.RelayConfig{Publisher: gc, AckDeadline: 50 * time.Millisecond}, "AckDeadline"},
+		"group with a slash":     {bus.RelayConfig{Publisher: gc, ConsumerGroup: "a/b"}, "ConsumerGroup"},
+		"group too long":         {bus.RelayConfig{Publisher: gc, ConsumerGroup: strings.Repeat("g", 251)}, "ConsumerGroup"},
+		"backoff inverted":       {bus.RelayConfig{Publisher: gc, BackoffInitial: time.Second, BackoffMax: time.Millisecond}, "BackoffInitial"},
+		"negative attempts":      {bus.RelayConfig{Publisher: gc, MaxAttempts: -1}, "MaxAttempts"},
+	} {
+		tc.cfg.Pool = pool
+		err := tc.cfg.Validate()
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: Validate() = %v, want an error about %s", name, err, tc.want)
+		}
+	}
+}
