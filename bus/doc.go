@@ -21,9 +21,13 @@
 // # Relaying
 //
 // A Relay reads every lane with Watermill's SQL subscriber and publishes
-// with Watermill's forwarder: at least once, in commit order per lane (so
-// per aggregate), woken by NOTIFY on commit, retrying outages with backoff
-// and dead-lettering events that can never be published (DeadLetters).
+// with Watermill's forwarder: at least once, in transaction-id order per
+// lane, which Publish makes each aggregate's commit order (ErrOutOfOrder),
+// woken by NOTIFY on commit, retrying outages with backoff and
+// dead-lettering events that can never be published (DeadLetters) after
+// MaxAttempts, counted in the database. A lane is claimed per batch with an
+// advisory lock, so lanes never wait for each other and several relay
+// processes can run for failover.
 //
 // # Consuming
 //

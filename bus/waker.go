@@ -56,10 +56,9 @@ func newLaneWaker(ctx context.Context, draining <-chan struct{}, poll, retry, ba
 func (w *laneWaker) publishFailed() { w.failures.Add(1) }
 
 // outageBackoff is how long the lane pauses before its next batch while
-// publishing fails: a batch holds a transaction with a transaction id (its
-// offsets row lock), and any such transaction holds back what every
-// watermill-sql reader of the cluster may read, so a lane in an outage
-// must not sit in one. Zero when the last publish succeeded.
+// publishing fails, so that a lane in an outage does not re-read its batch
+// and hold a connection in a tight loop. Zero when the last publish
+// succeeded.
 func (w *laneWaker) outageBackoff() time.Duration {
 	n := w.failures.Load()
 	if n == 0 {
