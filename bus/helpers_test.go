@@ -35,8 +35,20 @@ func testLogger() *slog.Logger {
 // an Outbox over it.
 func newOutboxDB(t testing.TB, lanes int) (*pgxpool.Pool, *bus.Outbox) {
 	t.Helper()
+	return migrateOutbox(t, pgtest.NewPool(t), lanes)
+}
+
+// newIsolatedOutboxDB is newOutboxDB on a cluster of the test's own, for
+// tests that measure time or hold long transactions (see
+// pgtest.NewIsolatedPool).
+func newIsolatedOutboxDB(t testing.TB, lanes int) (*pgxpool.Pool, *bus.Outbox) {
+	t.Helper()
+	return migrateOutbox(t, pgtest.NewIsolatedPool(t), lanes)
+}
+
+func migrateOutbox(t testing.TB, pool *pgxpool.Pool, lanes int) (*pgxpool.Pool, *bus.Outbox) {
+	t.Helper()
 	ctx := context.Background()
-	pool := pgtest.NewPool(t)
 	if _, err := schema.Migrate(ctx, pool, schema.Options{Lanes: lanes}); err != nil {
 		t.Fatalf("migrate: %v", err)
 	}

@@ -101,7 +101,7 @@ func TestSlowLaneDoesNotDelayOtherLanes(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	const lanes = 2
-	pool, ob := newOutboxDB(t, lanes)
+	pool, ob := newIsolatedOutboxDB(t, lanes)
 	gc := newGoChannel(t)
 	newCollector(t, gc)
 	pub := &timingPublisher{Publisher: gc, lanes: lanes, slowLane: 1, slowDelay: 300 * time.Millisecond, at: map[string]time.Time{}}
@@ -162,7 +162,7 @@ func drain(t *testing.T, relays, n int) (time.Duration, int64) {
 	t.Helper()
 	ctx := context.Background()
 	const lanes = 4
-	pool, ob := newOutboxDB(t, lanes)
+	pool, ob := newIsolatedOutboxDB(t, lanes)
 	gc := newGoChannel(t)
 	col := newCollector(t, gc)
 	var errs atomic.Int64

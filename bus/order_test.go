@@ -180,7 +180,9 @@ func TestPublishOfOneHundredThousandEventsIsRelayedInOrder(t *testing.T) {
 		t.Skip("large transaction skipped in -short mode")
 	}
 	ctx := context.Background()
-	pool, ob := newOutboxDB(t, 4)
+	// Its own cluster: its long transaction would hold back delivery in
+	// every other test's database.
+	pool, ob := newIsolatedOutboxDB(t, 4)
 	gc := newGoChannel(t)
 	col := newCollector(t, gc)
 	const n = 100_000

@@ -273,3 +273,46 @@ func withDatabase(base, name string) (string, error) {
 	// needs no quoting (see databaseName).
 	return strings.TrimSpace(base) + " dbname=" + name, nil
 }
+
+// NewIsolatedPool is NewPool on a PostgreSQL cluster of the test's own,
+// started for it and stopped when it ends (about a second). Use it for
+// tests that measure latency or throughput: watermill-sql reads only rows
+// older than the oldest transaction running anywhere in the cluster, so on
+// the shared cluster a long transaction of another test (a bulk insert, a
+// transaction held open on purpose) delays delivery in every database.
+// With DATABASE_URL set there is no cluster to start: it falls back to
+// NewPool and says so in the log.
+func NewIsolatedPool(tb testing.TB) *pgxpool.Pool {
+	tb.Helper()
+	if os.Getenv(envDatabaseURL) != "" {
+		tb.Logf("pgtest: DATABASE_URL is set: %s shares its cluster with other tests", tb.Name())
+		return NewPool(tb)
+	}
+	if _, err := getBackend(); err != nil {
+		NewDatabase(tb) // skips or fails the way every test does
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	srv, err := pgserver.Start(ctx, pgserver.Options{})
+	if err != nil {
+		tb.Fatalf("pgtest: start an isolated cluster: %v", err)
+	}
+	tb.Cleanup(func() {
+		if err := srv.Stop(); err != nil {
+			tb.Errorf("pgtest: stop the isolated cluster: %v", err)
+		}
+	})
+	dbURL, err := srv.CreateDatabase(ctx, "isolated")
+	if err != nil {
+		tb.Fatalf("pgtest: create database: %v", err)
+	}
+	pool, err := pgxpool.New(ctx, dbURL)
+	if err != nil {
+		tb.Fatalf("pgtest: open pool: %v", err)
+	}
+	tb.Cleanup(pool.Close) // runs before the cluster stops
+	if err := pool.Ping(ctx); err != nil {
+		tb.Fatalf("pgtest: ping the isolated database: %v", err)
+	}
+	return pool
+}
