@@ -33,22 +33,16 @@ func IsPermanent(err error) bool {
 	return errors.As(err, &p)
 }
 
-// ErrOutOfOrder is wrapped by the error of a Publish whose transaction
-// would commit an aggregate's events after those of a transaction that
-// started later and committed first (see Outbox.Publish). Roll the
-// transaction back and run it again; InTx does.
-var ErrOutOfOrder = errors.New("a later transaction already committed events of this aggregate: run the transaction again")
-
 // ErrLanesChanged is wrapped by the error of a Publish made while
 // schema.Migrate added lanes. The Outbox has read the new number: roll the
 // transaction back and run it again; InTx does.
 var ErrLanesChanged = errors.New("the number of outbox lanes changed: run the transaction again")
 
 // IsRetryable reports whether running the failed transaction again may
-// succeed: err wraps ErrOutOfOrder or ErrLanesChanged, or PostgreSQL
-// reported a serialization failure (SQLSTATE 40001) or a deadlock (40P01).
+// succeed: err wraps ErrLanesChanged, or PostgreSQL reported a
+// serialization failure (SQLSTATE 40001) or a deadlock (40P01).
 func IsRetryable(err error) bool {
-	if errors.Is(err, ErrOutOfOrder) || errors.Is(err, ErrLanesChanged) {
+	if errors.Is(err, ErrLanesChanged) {
 		return true
 	}
 	var pgErr *pgconn.PgError

@@ -124,18 +124,18 @@ func LaneOf(aggregateID string, lanes int) int {
 // PostgreSQL's 65,535 parameters per statement. The W3C traceparent of
 // ctx's span is stored with each event.
 //
-// Publish also records, per aggregate, that this transaction published
-// events of it (eventbus_heads). If a transaction that started later has
-// already committed events of one of the aggregates, Publish fails with
-// an error wrapping ErrOutOfOrder: relays deliver a lane in transaction-id
-// order, and committing would put this transaction's events before that
-// later-committed one. The transaction must then be rolled back and run
-// again (InTx does; see IsRetryable). While another open transaction has
-// published events of the same aggregate, Publish waits for it to end:
-// one aggregate's events are committed one transaction at a time.
+// Relays deliver an aggregate's events in commit order. To that end
+// Publish first locks the heads of the events' aggregates
+// (eventbus_order_key): while another open transaction has published
+// events of one of them, Publish waits for it to end, and its rows are
+// then placed after every committed event of those aggregates. All of this
+// goes to the server in one round trip when tx can send a batch (pgx.Tx,
+// *pgx.Conn, *pgxpool.Pool).
 //
 // When Publish returns an error the transaction must be rolled back: some
-// of its rows may have been written.
+// of its rows may have been written. ErrLanesChanged, a deadlock or a
+// serialization failure (see IsRetryable) go away when the transaction is
+// run again, which InTx does.
 func (o *Outbox) Publish(ctx context.Context, tx Execer, events ...Event) error {
 	if len(events) == 0 {
 		return nil
@@ -179,60 +179,44 @@ func (o *Outbox) Publish(ctx context.Context, tx Execer, events ...Event) error 
 		}
 		byLane[i].args = append(byLane[i].args, msg.UUID, wrapped, metadata)
 	}
-	// Heads are locked in one order by every producer, so that two
-	// transactions publishing the same aggregates cannot deadlock.
-	slices.Sort(aggregates)
-	stmts := []statement{{sql: upsertHeads, args: []any{aggregates, lanes}, want: int64(len(aggregates))}}
+	stmts := []statement{{sql: orderKeyQuery, args: []any{aggregates, lanes}}}
 	for _, l := range byLane {
 		for rows := range slices.Chunk(l.args, 3*maxInsertRows) {
-			stmts = append(stmts, statement{sql: o.inserts.get(l.lane, len(rows)/3), args: rows, lane: l.lane, want: int64(len(rows) / 3)})
+			stmts = append(stmts, statement{sql: o.inserts.get(l.lane, len(rows)/3), args: rows, lane: l.lane, rows: len(rows) / 3})
 		}
 	}
-	tags, err := execAll(ctx, tx, stmts)
-	if err != nil {
+	if err := execAll(ctx, tx, stmts); err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == lanesChangedCode {
+			if n, lerr := schema.Lanes(ctx, o.lanesDB); lerr == nil {
+				o.lanes.Store(int32(n))
+			}
+			return fmt.Errorf("bus: publish %d event(s): %w (%s)", len(events), ErrLanesChanged, pgErr.Message)
+		}
 		return fmt.Errorf("bus: publish %d event(s): %w", len(events), err)
-	}
-	if tags[0].RowsAffected() != stmts[0].want {
-		return o.headsRefused(ctx, tx, lanes)
 	}
 	return nil
 }
 
+// orderKeyQuery locks the heads of the aggregates ($1) and sets the
+// transaction's order key for the INSERTs that follow; it fails with
+// lanesChangedCode when the outbox no longer has $2 lanes.
+const orderKeyQuery = `SELECT eventbus_order_key($1::text[], $2)`
+
+// lanesChangedCode is the SQLSTATE eventbus_order_key raises when the
+// number of lanes changed.
+const lanesChangedCode = "EB001"
+
 // maxInsertRows is the most rows one INSERT writes: three parameters per
 // row, and PostgreSQL's extended protocol allows 65,535 per statement.
 const maxInsertRows = 65535 / 3
-
-// upsertHeads records this transaction as the newest publisher of each
-// aggregate ($1, sorted), unless a transaction with a larger id already is
-// one, or the number of lanes is not $2 any more: it then updates fewer
-// rows than there are aggregates. The row lock it takes makes a concurrent
-// publisher of the same aggregate wait for this transaction's end.
-const upsertHeads = `INSERT INTO eventbus_heads AS h (aggregate_id, transaction_id)
-SELECT a, pg_current_xact_id() FROM unnest($1::text[]) AS a
-WHERE (SELECT lanes FROM eventbus_settings) = $2
-ON CONFLICT (aggregate_id) DO UPDATE SET transaction_id = excluded.transaction_id
-WHERE h.transaction_id <= excluded.transaction_id`
-
-// headsRefused tells why upsertHeads updated fewer heads than asked.
-func (o *Outbox) headsRefused(ctx context.Context, tx Execer, lanes int) error {
-	if q, ok := tx.(schema.Querier); ok {
-		if n, err := schema.Lanes(ctx, q); err == nil && n != lanes {
-			o.lanes.Store(int32(n))
-			return fmt.Errorf("bus: publish: %w (from %d to %d)", ErrLanesChanged, lanes, n)
-		}
-	} else if n, err := schema.Lanes(ctx, o.lanesDB); err == nil && n != lanes {
-		o.lanes.Store(int32(n))
-		return fmt.Errorf("bus: publish: %w (from %d to %d)", ErrLanesChanged, lanes, n)
-	}
-	return fmt.Errorf("bus: publish: %w", ErrOutOfOrder)
-}
 
 // statement is one statement of a Publish.
 type statement struct {
 	sql  string
 	args []any
 	lane int
-	want int64
+	rows int
 }
 
 // batchSender is a pgx.Tx, *pgx.Conn or *pgxpool.Pool: the statements of
@@ -242,13 +226,12 @@ type batchSender interface {
 }
 
 // execAll runs stmts in order, in one round trip when tx can send a batch.
-func execAll(ctx context.Context, tx Execer, stmts []statement) ([]pgconn.CommandTag, error) {
-	tags := make([]pgconn.CommandTag, len(stmts))
+func execAll(ctx context.Context, tx Execer, stmts []statement) error {
 	describe := func(st statement) string {
-		if st.sql == upsertHeads {
-			return "record aggregate heads"
+		if st.sql == orderKeyQuery {
+			return "lock the aggregates' heads"
 		}
-		return fmt.Sprintf("insert %d row(s) into lane %d", st.want, st.lane)
+		return fmt.Sprintf("insert %d row(s) into lane %d", st.rows, st.lane)
 	}
 	if bs, ok := tx.(batchSender); ok {
 		b := &pgx.Batch{}
@@ -256,32 +239,27 @@ func execAll(ctx context.Context, tx Execer, stmts []statement) ([]pgconn.Comman
 			b.Queue(st.sql, st.args...)
 		}
 		res := bs.SendBatch(ctx, b)
-		for i, st := range stmts {
-			tag, err := res.Exec()
-			if err != nil {
+		for _, st := range stmts {
+			if _, err := res.Exec(); err != nil {
 				_ = res.Close()
-				return nil, fmt.Errorf("%s: %w", describe(st), err)
+				return fmt.Errorf("%s: %w", describe(st), err)
 			}
-			tags[i] = tag
 		}
-		if err := res.Close(); err != nil {
-			return nil, err
-		}
-		return tags, nil
+		return res.Close()
 	}
-	for i, st := range stmts {
-		tag, err := tx.Exec(ctx, st.sql, st.args...)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", describe(st), err)
+	for _, st := range stmts {
+		if _, err := tx.Exec(ctx, st.sql, st.args...); err != nil {
+			return fmt.Errorf("%s: %w", describe(st), err)
 		}
-		tags[i] = tag
 	}
-	return tags, nil
+	return nil
 }
 
-// insertCache holds the INSERT statements of lanes and row counts: the
-// statement watermill-sql v3's DefaultPostgreSQLSchema.InsertQuery builds
-// (the tests check they are the same), built once.
+// insertCache holds the INSERT statements of lanes and row counts, built
+// once: the statement watermill-sql v3's DefaultPostgreSQLSchema.InsertQuery
+// builds, with the transaction's order key (eventbus_order_key) in place of
+// pg_current_xact_id() as the rows' transaction_id (the tests check they
+// differ in that only).
 type insertCache struct{ m sync.Map }
 
 type insertKey struct{ lane, rows int }
@@ -297,7 +275,7 @@ func (c *insertCache) get(lane, rows int) string {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		fmt.Fprintf(&b, "($%d,$%d,$%d,pg_current_xact_id())", 3*i+1, 3*i+2, 3*i+3)
+		fmt.Fprintf(&b, "($%d,$%d,$%d,%s)", 3*i+1, 3*i+2, 3*i+3, orderKeyValue)
 	}
 	q := b.String()
 	if rows <= maxCachedInsertRows {
@@ -305,6 +283,10 @@ func (c *insertCache) get(lane, rows int) string {
 	}
 	return q
 }
+
+// orderKeyValue reads the order key eventbus_order_key set for the
+// transaction.
+const orderKeyValue = "current_setting('eventbus.order_key')::xid8"
 
 // maxCachedInsertRows bounds the cache: larger INSERTs are built each time.
 const maxCachedInsertRows = 64
@@ -314,9 +296,9 @@ const maxCachedInsertRows = 64
 // transaction is rolled back and the error returned.
 //
 // A transaction that fails for a reason that goes away when it runs again
-// (see IsRetryable: a serialization failure or deadlock, ErrOutOfOrder,
-// ErrLanesChanged) is rolled back and run again, fn included, up to
-// InTxAttempts times in all. fn must therefore do nothing outside the
+// (see IsRetryable: a serialization failure or deadlock, ErrLanesChanged)
+// is rolled back and run again, fn included, up to InTxAttempts times in
+// all. fn must therefore do nothing outside the
 // transaction that cannot be repeated.
 func (o *Outbox) InTx(ctx context.Context, db TxBeginner, fn func(ctx context.Context, tx pgx.Tx) ([]Event, error)) error {
 	var err error

@@ -23,13 +23,9 @@ CREATE TABLE IF NOT EXISTS eventbus_attempts (
     PRIMARY KEY (lane, message_uuid)
 );
 
--- The newest transaction that published an event of each aggregate. A
--- producer upserts its aggregates' heads in the statement that writes its
--- events, and fails (bus.ErrOutOfOrder, retryable) if a transaction with a
--- larger transaction id already committed events of one of them: relays
--- read lanes in transaction id order, so this makes an aggregate's order
--- its commit order. Heads older than every running transaction cannot
--- conflict any more, and the cleaner deletes them.
+-- The order key (see eventbus_order_key, migration 005) of the newest
+-- events of each aggregate. A head below every running transaction id
+-- cannot raise any producer's key any more, and the cleaner deletes it.
 CREATE TABLE IF NOT EXISTS eventbus_heads (
     aggregate_id TEXT PRIMARY KEY,
     transaction_id xid8 NOT NULL
