@@ -52,8 +52,7 @@ func (q *Queries) ListBadgeAwardedSince(ctx context.Context, since time.Time, li
 	if err != nil {
 		return nil, fmt.Errorf("gen: list BadgeAwarded since %s: %w", since, err)
 	}
-	// created_at is a TIMESTAMP without time zone, holding UTC.
-	arg := outboxq.ListBadgeAwardedSinceParams{Since: pgtype.Timestamp{Time: since.UTC(), Valid: true}, MaxRows: n}
+	arg := outboxq.ListBadgeAwardedSinceParams{Since: pgtype.Timestamptz{Time: since, Valid: true}, MaxRows: n}
 	rows, err := q.q.ListBadgeAwardedSince(ctx, q.db, arg)
 	if err != nil {
 		return nil, fmt.Errorf("gen: list BadgeAwarded since %s: %w", since, err)
@@ -101,8 +100,7 @@ func (q *Queries) ListLessonPublishedSince(ctx context.Context, since time.Time,
 	if err != nil {
 		return nil, fmt.Errorf("gen: list LessonPublished since %s: %w", since, err)
 	}
-	// created_at is a TIMESTAMP without time zone, holding UTC.
-	arg := outboxq.ListLessonPublishedSinceParams{Since: pgtype.Timestamp{Time: since.UTC(), Valid: true}, MaxRows: n}
+	arg := outboxq.ListLessonPublishedSinceParams{Since: pgtype.Timestamptz{Time: since, Valid: true}, MaxRows: n}
 	rows, err := q.q.ListLessonPublishedSince(ctx, q.db, arg)
 	if err != nil {
 		return nil, fmt.Errorf("gen: list LessonPublished since %s: %w", since, err)
@@ -150,8 +148,7 @@ func (q *Queries) ListPulseAnsweredSince(ctx context.Context, since time.Time, l
 	if err != nil {
 		return nil, fmt.Errorf("gen: list PulseAnswered since %s: %w", since, err)
 	}
-	// created_at is a TIMESTAMP without time zone, holding UTC.
-	arg := outboxq.ListPulseAnsweredSinceParams{Since: pgtype.Timestamp{Time: since.UTC(), Valid: true}, MaxRows: n}
+	arg := outboxq.ListPulseAnsweredSinceParams{Since: pgtype.Timestamptz{Time: since, Valid: true}, MaxRows: n}
 	rows, err := q.q.ListPulseAnsweredSince(ctx, q.db, arg)
 	if err != nil {
 		return nil, fmt.Errorf("gen: list PulseAnswered since %s: %w", since, err)
@@ -199,8 +196,7 @@ func (q *Queries) ListPulseCreatedSince(ctx context.Context, since time.Time, li
 	if err != nil {
 		return nil, fmt.Errorf("gen: list PulseCreated since %s: %w", since, err)
 	}
-	// created_at is a TIMESTAMP without time zone, holding UTC.
-	arg := outboxq.ListPulseCreatedSinceParams{Since: pgtype.Timestamp{Time: since.UTC(), Valid: true}, MaxRows: n}
+	arg := outboxq.ListPulseCreatedSinceParams{Since: pgtype.Timestamptz{Time: since, Valid: true}, MaxRows: n}
 	rows, err := q.q.ListPulseCreatedSince(ctx, q.db, arg)
 	if err != nil {
 		return nil, fmt.Errorf("gen: list PulseCreated since %s: %w", since, err)

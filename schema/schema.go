@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"path"
 	"slices"
 	"strconv"
@@ -135,6 +136,12 @@ type Result struct {
 // Migrate applies the migrations that db does not have yet and makes sure
 // the outbox has opts.Lanes lanes. It is safe to call on every start.
 func Migrate(ctx context.Context, db DB, opts Options) (Result, error) {
+	return migrate(ctx, db, opts, math.MaxInt)
+}
+
+// migrate is Migrate that applies the migrations up to version upTo only,
+// as an older release of this package would.
+func migrate(ctx context.Context, db DB, opts Options, upTo int) (Result, error) {
 	if err := opts.Validate(); err != nil {
 		return Result{}, err
 	}
@@ -144,6 +151,9 @@ func Migrate(ctx context.Context, db DB, opts Options) (Result, error) {
 	}
 	var res Result
 	for _, m := range ms {
+		if m.Version > upTo {
+			break
+		}
 		applied, err := applyOne(ctx, db, m)
 		if err != nil {
 			return res, err

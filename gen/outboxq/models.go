@@ -52,7 +52,7 @@ type EventbusOffset struct {
 type EventbusOutbox struct {
 	Offset        pgtype.Int8
 	Uuid          string
-	CreatedAt     pgtype.Timestamp
+	CreatedAt     pgtype.Timestamptz
 	Payload       []byte
 	Metadata      []byte
 	TransactionID pgtype.Uint64

@@ -44,7 +44,7 @@ type ListPulseCreatedByAggregateParams struct {
 
 type ListPulseCreatedByAggregateRow struct {
 	Uuid      string
-	CreatedAt pgtype.Timestamp
+	CreatedAt pgtype.Timestamptz
 	Payload   []byte
 	Metadata  []byte
 }
@@ -78,19 +78,19 @@ const listPulseCreatedSince = `-- name: ListPulseCreatedSince :many
 SELECT uuid, created_at, payload, metadata FROM eventbus_outbox
 WHERE metadata->>'event_name' = 'edupulse.pulse.created'
   AND metadata->>'event_version' = '1'
-  AND created_at >= $1
+  AND created_at >= $1::timestamptz
 ORDER BY transaction_id, "offset"
 LIMIT $2
 `
 
 type ListPulseCreatedSinceParams struct {
-	Since   pgtype.Timestamp
+	Since   pgtype.Timestamptz
 	MaxRows int32
 }
 
 type ListPulseCreatedSinceRow struct {
 	Uuid      string
-	CreatedAt pgtype.Timestamp
+	CreatedAt pgtype.Timestamptz
 	Payload   []byte
 	Metadata  []byte
 }

@@ -10,7 +10,7 @@ LIMIT sqlc.arg(max_rows);
 SELECT uuid, created_at, payload, metadata FROM eventbus_outbox
 WHERE metadata->>'event_name' = 'edupulse.pulse.created'
   AND metadata->>'event_version' = '1'
-  AND created_at >= sqlc.arg(since)
+  AND created_at >= sqlc.arg(since)::timestamptz
 ORDER BY transaction_id, "offset"
 LIMIT sqlc.arg(max_rows);
 

@@ -16,7 +16,7 @@ DELETE FROM eventbus_outbox o
 USING eventbus_offsets f
 WHERE o.lane = $1::integer
   AND f.consumer_group = $2::text || '/' || $1::integer::text
-  AND o.created_at < CURRENT_TIMESTAMP::timestamp - $3::interval
+  AND o.created_at < now() - $3::interval
   AND (o.transaction_id < f.last_processed_transaction_id
        OR (o.transaction_id = f.last_processed_transaction_id AND o."offset" <= f.offset_acked))
 `
@@ -43,7 +43,7 @@ SELECT
     count(*) FILTER (WHERE f.consumer_group IS NULL
         OR o.transaction_id > f.last_processed_transaction_id
         OR (o.transaction_id = f.last_processed_transaction_id AND o."offset" > f.offset_acked))::bigint AS backlog,
-    coalesce(extract(epoch FROM CURRENT_TIMESTAMP::timestamp - min(o.created_at) FILTER (WHERE f.consumer_group IS NULL
+    coalesce(extract(epoch FROM now() - min(o.created_at) FILTER (WHERE f.consumer_group IS NULL
         OR o.transaction_id > f.last_processed_transaction_id
         OR (o.transaction_id = f.last_processed_transaction_id AND o."offset" > f.offset_acked))), 0)::float8 AS oldest_pending_age_seconds,
     count(*)::bigint AS stored

@@ -48,7 +48,7 @@ const laneRelayProgress = `-- name: LaneRelayProgress :many
 SELECT
     substr(f.consumer_group, length($1::text) + 2)::integer AS lane,
     coalesce(f.offset_acked, 0)::bigint AS offset_acked,
-    coalesce(extract(epoch FROM CURRENT_TIMESTAMP::timestamp - o.created_at), -1)::float8 AS last_relayed_age_seconds
+    coalesce(extract(epoch FROM now() - o.created_at), -1)::float8 AS last_relayed_age_seconds
 FROM eventbus_offsets f
 LEFT JOIN eventbus_outbox o
     ON o.transaction_id = f.last_processed_transaction_id AND o."offset" = f.offset_acked
@@ -121,7 +121,7 @@ type TailOutboxAfterRow struct {
 	Offset        int64
 	TransactionID int64
 	Uuid          string
-	CreatedAt     pgtype.Timestamp
+	CreatedAt     pgtype.Timestamptz
 	Payload       []byte
 	Metadata      []byte
 	Lane          int32
@@ -172,7 +172,7 @@ type TailOutboxLastRow struct {
 	Offset        int64
 	TransactionID int64
 	Uuid          string
-	CreatedAt     pgtype.Timestamp
+	CreatedAt     pgtype.Timestamptz
 	Payload       []byte
 	Metadata      []byte
 	Lane          int32

@@ -234,7 +234,7 @@ func TestStatusGolden(t *testing.T) {
 	}
 	// Relayed rows were written 10 minutes (plus a minute per lane) ago,
 	// pending ones 42 seconds (plus 7 per lane) ago.
-	if _, err := pool.Exec(ctx, `UPDATE eventbus_outbox SET created_at = CURRENT_TIMESTAMP::timestamp - make_interval(secs =>
+	if _, err := pool.Exec(ctx, `UPDATE eventbus_outbox SET created_at = now() - make_interval(secs =>
 		CASE WHEN "offset" <= $1 THEN 600 + 60 * lane ELSE 42 + 7 * lane END)`, lastRelayed); err != nil {
 		t.Fatal(err)
 	}

@@ -260,11 +260,11 @@ func (a *app) decodeRow(r db.TailOutboxAfterRow) tailEvent {
 	return ev
 }
 
-func createdAt(ts pgtype.Timestamp) *time.Time {
+func createdAt(ts pgtype.Timestamptz) *time.Time {
 	if !ts.Valid {
 		return nil
 	}
-	t := ts.Time
+	t := ts.Time.UTC()
 	return &t
 }
 

@@ -7,7 +7,7 @@ SELECT
     count(*) FILTER (WHERE f.consumer_group IS NULL
         OR o.transaction_id > f.last_processed_transaction_id
         OR (o.transaction_id = f.last_processed_transaction_id AND o."offset" > f.offset_acked))::bigint AS backlog,
-    coalesce(extract(epoch FROM CURRENT_TIMESTAMP::timestamp - min(o.created_at) FILTER (WHERE f.consumer_group IS NULL
+    coalesce(extract(epoch FROM now() - min(o.created_at) FILTER (WHERE f.consumer_group IS NULL
         OR o.transaction_id > f.last_processed_transaction_id
         OR (o.transaction_id = f.last_processed_transaction_id AND o."offset" > f.offset_acked))), 0)::float8 AS oldest_pending_age_seconds,
     count(*)::bigint AS stored
@@ -23,6 +23,6 @@ DELETE FROM eventbus_outbox o
 USING eventbus_offsets f
 WHERE o.lane = sqlc.arg(lane)::integer
   AND f.consumer_group = sqlc.arg(consumer_group)::text || '/' || sqlc.arg(lane)::integer::text
-  AND o.created_at < CURRENT_TIMESTAMP::timestamp - sqlc.arg(older_than)::interval
+  AND o.created_at < now() - sqlc.arg(older_than)::interval
   AND (o.transaction_id < f.last_processed_transaction_id
        OR (o.transaction_id = f.last_processed_transaction_id AND o."offset" <= f.offset_acked));

@@ -52,8 +52,7 @@ func (q *Queries) ListUserDeletedSince(ctx context.Context, since time.Time, lim
 	if err != nil {
 		return nil, fmt.Errorf("evstore: list UserDeleted since %s: %w", since, err)
 	}
-	// created_at is a TIMESTAMP without time zone, holding UTC.
-	arg := outboxq.ListUserDeletedSinceParams{Since: pgtype.Timestamp{Time: since.UTC(), Valid: true}, MaxRows: n}
+	arg := outboxq.ListUserDeletedSinceParams{Since: pgtype.Timestamptz{Time: since, Valid: true}, MaxRows: n}
 	rows, err := q.q.ListUserDeletedSince(ctx, q.db, arg)
 	if err != nil {
 		return nil, fmt.Errorf("evstore: list UserDeleted since %s: %w", since, err)
@@ -101,8 +100,7 @@ func (q *Queries) ListUserSignedUpSince(ctx context.Context, since time.Time, li
 	if err != nil {
 		return nil, fmt.Errorf("evstore: list UserSignedUp since %s: %w", since, err)
 	}
-	// created_at is a TIMESTAMP without time zone, holding UTC.
-	arg := outboxq.ListUserSignedUpSinceParams{Since: pgtype.Timestamp{Time: since.UTC(), Valid: true}, MaxRows: n}
+	arg := outboxq.ListUserSignedUpSinceParams{Since: pgtype.Timestamptz{Time: since, Valid: true}, MaxRows: n}
 	rows, err := q.q.ListUserSignedUpSince(ctx, q.db, arg)
 	if err != nil {
 		return nil, fmt.Errorf("evstore: list UserSignedUp since %s: %w", since, err)
