@@ -1,6 +1,7 @@
 package bus
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	wsql "github.com/ThreeDotsLabs/watermill-sql/v3/pkg/sql"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/edupulse/eventbus/internal/db"
 	"github.com/edupulse/eventbus/schema"
@@ -17,6 +19,21 @@ import (
 
 // ErrDeadLetterNotFound is returned for a dead-letter id that does not exist.
 var ErrDeadLetterNotFound = errors.New("dead letter not found")
+
+// Errors of DeadLetters.Park.
+var (
+	// ErrUnknownLane: the outbox has no such lane.
+	ErrUnknownLane = errors.New("unknown lane")
+	// ErrUnknownRelayGroup: no relay of the group ever ran on the lane, so
+	// it has no position there to move.
+	ErrUnknownRelayGroup = errors.New("unknown relay group")
+	// ErrLaneEmpty: the relay group has acknowledged every committed event
+	// of the lane.
+	ErrLaneEmpty = errors.New("no unacknowledged event in the lane")
+)
+
+// ParkedError starts the error text of a dead letter made by Park.
+const ParkedError = "parked by an operator"
 
 // DeadLetter is an outbox event that could never be published.
 type DeadLetter struct {
@@ -48,7 +65,8 @@ type DeadLetter struct {
 	ReplayedAt time.Time
 }
 
-// DeadLetters lists, fixes, replays and discards dead letters.
+// DeadLetters lists, fixes, replays and discards dead letters, and parks
+// the event a lane is stuck on (Park).
 type DeadLetters struct {
 	db TxBeginnerQuerier
 	q  *db.Queries
@@ -172,6 +190,120 @@ func (d *DeadLetters) Replay(ctx context.Context, id int64) error {
 		}
 		return nil
 	})
+}
+
+// ParkOptions configures DeadLetters.Park.
+type ParkOptions struct {
+	// Group is the relay consumer group whose position moves. Defaults to
+	// ConsumerGroupDefault.
+	Group string
+}
+
+// Park moves aside, by hand, the event a relay group is stuck on: the next
+// event of lane the group has not acknowledged (in the order the relay
+// reads the lane) becomes a dead letter, with an error saying an operator
+// parked it and the attempts recorded so far, and the group's position
+// moves past it, so that the relay goes on with the next event. It works
+// while relays run: it first waits for the lane's batch in flight (the lock
+// a relay holds while it relays a batch of the lane). The dead letter can
+// be fixed and replayed like any other. Other relay groups are not
+// affected: they still relay the event (and a replay sends it to them
+// again, as a duplicate their consumers' inbox skips).
+func (d *DeadLetters) Park(ctx context.Context, lane int, opts ParkOptions) (DeadLetter, error) {
+	group := cmp.Or(opts.Group, ConsumerGroupDefault)
+	laneGroup := LaneConsumerGroup(group, lane)
+	var dl DeadLetter
+	err := pgx.BeginFunc(ctx, d.db, func(tx pgx.Tx) error {
+		// The offsets read below must see what the relay committed after
+		// its batch: a snapshot per statement.
+		if _, err := tx.Exec(ctx, "SET TRANSACTION ISOLATION LEVEL READ COMMITTED"); err != nil {
+			return err
+		}
+		lanes, err := schema.Lanes(ctx, tx)
+		if err != nil {
+			return err
+		}
+		if lane < 0 || lane >= lanes {
+			return fmt.Errorf("%w (the outbox has lanes 0 to %d)", ErrUnknownLane, lanes-1)
+		}
+		if err := d.q.LockLaneGroup(ctx, tx, laneGroup); err != nil {
+			return fmt.Errorf("lock the lane: %w", err)
+		}
+		pos, err := d.q.LaneGroupOffsetsForUpdate(ctx, tx, laneGroup)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("%w %q: it never relayed the lane", ErrUnknownRelayGroup, group)
+		}
+		if err != nil {
+			return fmt.Errorf("read the relay group's position: %w", err)
+		}
+		row, err := d.q.NextLaneRow(ctx, tx, db.NextLaneRowParams{
+			Lane: int32(lane), AfterTransactionID: pos.TransactionID, AfterOffset: pos.OffsetAcked})
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("%w for relay group %q", ErrLaneEmpty, group)
+		}
+		if err != nil {
+			return fmt.Errorf("read the next event: %w", err)
+		}
+		id, err := d.park(ctx, tx, lane, row)
+		if err != nil {
+			return err
+		}
+		if dl, err = d.get(ctx, tx, id); err != nil {
+			return err
+		}
+		err = d.q.AckLaneRow(ctx, tx, db.AckLaneRowParams{ConsumerGroup: laneGroup, OffsetAcked: row.Offset, TransactionID: row.TransactionID})
+		if err != nil {
+			return fmt.Errorf("move the relay group past the event: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return DeadLetter{}, fmt.Errorf("bus: park lane %d: %w", lane, err)
+	}
+	return dl, nil
+}
+
+// park writes an outbox row to the dead letters, in the layout the relay
+// uses for the rows it dead-letters, with the attempts recorded for it
+// (which it takes: a replay starts afresh), and returns its id.
+func (d *DeadLetters) park(ctx context.Context, tx pgx.Tx, lane int, row db.NextLaneRowRow) (int64, error) {
+	dl := DeadLetter{Lane: lane, MessageUUID: row.Uuid, Payload: row.Payload, Error: ParkedError, FirstFailedAt: time.Now()}
+	if dl.Payload == nil {
+		dl.Payload = []byte{}
+	}
+	if json.Unmarshal(row.Metadata, &dl.Metadata) != nil || dl.Metadata == nil {
+		dl.Metadata = map[string]string{}
+	}
+	dl.EventName, dl.AggregateID = dl.Metadata[MetadataName], dl.Metadata[MetadataAggregateID]
+	attempts, err := d.q.TakeAttempts(ctx, tx, db.TakeAttemptsParams{Lane: int32(lane), MessageUuid: row.Uuid})
+	if err != nil {
+		return 0, fmt.Errorf("read the event's attempts: %w", err)
+	}
+	for _, a := range attempts {
+		dl.Attempts, dl.FirstFailedAt = int(a.Attempts), a.FirstFailedAt.Time
+		if a.LastError != "" {
+			dl.Error += "; last error: " + a.LastError
+		}
+	}
+	meta, err := marshalMetadata(dl.Metadata)
+	if err != nil {
+		return 0, err
+	}
+	id, err := d.q.InsertDeadLetter(ctx, tx, db.InsertDeadLetterParams{
+		Lane:          int32(lane),
+		MessageUuid:   dl.MessageUUID,
+		EventName:     dl.EventName,
+		AggregateID:   dl.AggregateID,
+		Payload:       dl.Payload,
+		Metadata:      meta,
+		Error:         dl.Error,
+		Attempts:      int32(dl.Attempts),
+		FirstFailedAt: pgtype.Timestamptz{Time: dl.FirstFailedAt, Valid: true},
+	})
+	if err != nil {
+		return 0, fmt.Errorf("dead-letter event %s: %w", row.Uuid, err)
+	}
+	return id, nil
 }
 
 // Discard deletes a dead letter for good.

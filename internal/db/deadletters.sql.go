@@ -11,6 +11,28 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
+const ackLaneRow = `-- name: AckLaneRow :exec
+INSERT INTO eventbus_offsets AS o (consumer_group, offset_acked, last_processed_transaction_id)
+VALUES ($1, $2::bigint, $3::bigint::text::xid8)
+ON CONFLICT (consumer_group) DO UPDATE SET
+    offset_acked = excluded.offset_acked,
+    last_processed_transaction_id = excluded.last_processed_transaction_id
+WHERE (o.last_processed_transaction_id, o.offset_acked) < (excluded.last_processed_transaction_id, excluded.offset_acked)
+`
+
+type AckLaneRowParams struct {
+	ConsumerGroup string
+	OffsetAcked   int64
+	TransactionID int64
+}
+
+// Moves a lane's relay consumer group past a row, forward only, as the
+// relay's offsets adapter acknowledges one.
+func (q *Queries) AckLaneRow(ctx context.Context, db DBTX, arg AckLaneRowParams) error {
+	_, err := db.Exec(ctx, ackLaneRow, arg.ConsumerGroup, arg.OffsetAcked, arg.TransactionID)
+	return err
+}
+
 const countDeadLetters = `-- name: CountDeadLetters :one
 SELECT count(*) FROM eventbus_dead_letters WHERE replayed_at IS NULL
 `
@@ -104,6 +126,29 @@ func (q *Queries) InsertDeadLetter(ctx context.Context, db DBTX, arg InsertDeadL
 	return id, err
 }
 
+const laneGroupOffsetsForUpdate = `-- name: LaneGroupOffsetsForUpdate :one
+SELECT coalesce(offset_acked, 0)::bigint AS offset_acked,
+    last_processed_transaction_id::text::bigint AS transaction_id
+FROM eventbus_offsets
+WHERE consumer_group = $1
+FOR UPDATE
+`
+
+type LaneGroupOffsetsForUpdateRow struct {
+	OffsetAcked   int64
+	TransactionID int64
+}
+
+// A lane's relay consumer group's position, locked against concurrent
+// writers (a relay that reads it FOR UPDATE, as watermill-sql's own
+// offsets adapter does, finishes its batch first).
+func (q *Queries) LaneGroupOffsetsForUpdate(ctx context.Context, db DBTX, consumerGroup string) (LaneGroupOffsetsForUpdateRow, error) {
+	row := db.QueryRow(ctx, laneGroupOffsetsForUpdate, consumerGroup)
+	var i LaneGroupOffsetsForUpdateRow
+	err := row.Scan(&i.OffsetAcked, &i.TransactionID)
+	return i, err
+}
+
 const listDeadLetters = `-- name: ListDeadLetters :many
 SELECT id, lane, message_uuid, event_name, aggregate_id, error, attempts, first_failed_at, dead_at, replayed_at
 FROM eventbus_dead_letters
@@ -161,6 +206,18 @@ func (q *Queries) ListDeadLetters(ctx context.Context, db DBTX, arg ListDeadLett
 	return items, nil
 }
 
+const lockLaneGroup = `-- name: LockLaneGroup :exec
+SELECT pg_advisory_xact_lock(1701147252, hashtext($1::text))
+`
+
+// Waits for the advisory lock that eventbus_claim_lane takes for a lane's
+// relay consumer group ("<group>/<lane>"), so that a relay's batch in
+// flight on the lane ends first; held until the transaction ends.
+func (q *Queries) LockLaneGroup(ctx context.Context, db DBTX, consumerGroup string) error {
+	_, err := db.Exec(ctx, lockLaneGroup, consumerGroup)
+	return err
+}
+
 const markDeadLetterReplayed = `-- name: MarkDeadLetterReplayed :exec
 UPDATE eventbus_dead_letters SET replayed_at = now() WHERE id = $1
 `
@@ -168,6 +225,86 @@ UPDATE eventbus_dead_letters SET replayed_at = now() WHERE id = $1
 func (q *Queries) MarkDeadLetterReplayed(ctx context.Context, db DBTX, id int64) error {
 	_, err := db.Exec(ctx, markDeadLetterReplayed, id)
 	return err
+}
+
+const nextLaneRow = `-- name: NextLaneRow :one
+SELECT
+    "offset"::bigint AS "offset",
+    transaction_id::text::bigint AS transaction_id,
+    uuid, payload, metadata
+FROM eventbus_outbox
+WHERE lane = $1::integer
+  AND (transaction_id, "offset") > ($2::bigint::text::xid8, $3::bigint)
+  AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+ORDER BY transaction_id, "offset"
+LIMIT 1
+`
+
+type NextLaneRowParams struct {
+	Lane               int32
+	AfterTransactionID int64
+	AfterOffset        int64
+}
+
+type NextLaneRowRow struct {
+	Offset        int64
+	TransactionID int64
+	Uuid          string
+	Payload       []byte
+	Metadata      []byte
+}
+
+// The row a relay reads next in a lane after a position: in (transaction_id,
+// offset) order, among rows of transactions older than every running one.
+func (q *Queries) NextLaneRow(ctx context.Context, db DBTX, arg NextLaneRowParams) (NextLaneRowRow, error) {
+	row := db.QueryRow(ctx, nextLaneRow, arg.Lane, arg.AfterTransactionID, arg.AfterOffset)
+	var i NextLaneRowRow
+	err := row.Scan(
+		&i.Offset,
+		&i.TransactionID,
+		&i.Uuid,
+		&i.Payload,
+		&i.Metadata,
+	)
+	return i, err
+}
+
+const takeAttempts = `-- name: TakeAttempts :many
+DELETE FROM eventbus_attempts
+WHERE lane = $1 AND message_uuid = $2
+RETURNING attempts, first_failed_at, last_error
+`
+
+type TakeAttemptsParams struct {
+	Lane        int32
+	MessageUuid string
+}
+
+type TakeAttemptsRow struct {
+	Attempts      int32
+	FirstFailedAt pgtype.Timestamptz
+	LastError     string
+}
+
+// Removes and returns the publish attempts recorded for an outbox row.
+func (q *Queries) TakeAttempts(ctx context.Context, db DBTX, arg TakeAttemptsParams) ([]TakeAttemptsRow, error) {
+	rows, err := db.Query(ctx, takeAttempts, arg.Lane, arg.MessageUuid)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []TakeAttemptsRow
+	for rows.Next() {
+		var i TakeAttemptsRow
+		if err := rows.Scan(&i.Attempts, &i.FirstFailedAt, &i.LastError); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }
 
 const updateDeadLetterPayload = `-- name: UpdateDeadLetterPayload :execrows

@@ -237,6 +237,39 @@ func (a *app) dlqDiscard(ctx context.Context, args []string) error {
 	return a.done(id, "discarded", fmt.Sprintf("Discarded dead letter %d.", id))
 }
 
+func (a *app) dlqParkFlags(fs *flag.FlagSet) {
+	fs.StringVar(&a.group, "group", bus.ConsumerGroupDefault, "relay consumer `group` whose position moves")
+}
+
+func (a *app) dlqPark(ctx context.Context, args []string) error {
+	lane, err := strconv.Atoi(args[0])
+	if err != nil || lane < 0 {
+		return usagef("dlq park: lane %q: want a lane number (see `eventbus status`)", args[0])
+	}
+	dls, closeDB, err := a.dlqOpen(ctx)
+	if err != nil {
+		return err
+	}
+	defer closeDB()
+	dl, err := dls.Park(ctx, lane, bus.ParkOptions{Group: a.group})
+	if err != nil {
+		return err
+	}
+	if a.jsonOut {
+		return a.writeJSON(struct {
+			ID      int64  `json:"id"`
+			Action  string `json:"action"`
+			Lane    int    `json:"lane"`
+			EventID string `json:"event_id"`
+			Group   string `json:"consumer_group"`
+		}{dl.ID, "parked", dl.Lane, dl.MessageUUID, a.group})
+	}
+	fmt.Fprintf(a.stdout, "Parked event %s (%s) of lane %d as dead letter %d: relay group %s goes on with the next event.\n",
+		dl.MessageUUID, orDash(dl.EventName), dl.Lane, dl.ID, a.group)
+	fmt.Fprintf(a.stdout, "Replay it with `eventbus dlq replay %d` (after `eventbus dlq fix` if it needs it).\n", dl.ID)
+	return nil
+}
+
 // done reports a dead-letter action.
 func (a *app) done(id int64, action, human string) error {
 	if a.jsonOut {

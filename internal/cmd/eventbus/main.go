@@ -46,6 +46,7 @@ Commands:
   dlq fix ID FILE               replace a dead letter's stored payload (FILE or - for stdin)
   dlq replay ID                 send a dead letter back to its outbox lane
   dlq discard ID                delete a dead letter for good
+  dlq park LANE [--group G]     move the event a lane is stuck on to the dead letters
   tail [-n N] [--from-start] [--follow]
                                 print outbox events, decoded by name
   relay [--broker URL]          relay the outbox to a broker until interrupted
@@ -85,7 +86,7 @@ type app struct {
 	// Flags of the commands.
 	lanes         int           // migrate
 	wakeup        string        // migrate
-	group         string        // status, relay
+	group         string        // status, relay, dlq park
 	dlqAll        bool          // dlq list
 	dlqLimit      int           // dlq list
 	tailN         int           // tail
@@ -135,7 +136,7 @@ func (a *app) main(ctx context.Context, args []string) int {
 		return exitOK
 	case "dlq":
 		if len(rest) == 0 || strings.HasPrefix(rest[0], "-") {
-			return a.fail(usagef("dlq: want a subcommand first: list, show, fix, replay or discard"))
+			return a.fail(usagef("dlq: want a subcommand first: list, show, fix, replay, discard or park"))
 		}
 		name, rest = "dlq "+rest[0], rest[1:]
 	}
@@ -251,6 +252,8 @@ func (a *app) commands() map[string]command {
 			run: a.dlqReplay, nargs: [2]int{1, 1}},
 		{name: "dlq discard", args: "ID", help: "Deletes a dead letter for good.",
 			run: a.dlqDiscard, nargs: [2]int{1, 1}},
+		{name: "dlq park", args: "LANE", help: "Moves aside the event a lane is stuck on: the next event of LANE the relay\ngroup has not acknowledged becomes a dead letter, and the group's relays go on\nwith the event after it. Waits for a batch the relay has in flight on the lane.\nOther relay groups still relay the event. Replay it later with 'dlq replay'.",
+			flags: a.dlqParkFlags, run: a.dlqPark, nargs: [2]int{1, 1}},
 		{name: "tail", help: "Prints outbox events, decoded by name: the last N ones, or all with\n--from-start, then, with --follow, each event as its transaction commits,\nuntil interrupted. Events of unknown names are printed raw.",
 			flags: a.tailFlags, run: a.tail},
 		{name: "relay", help: "Runs a relay process: publishes the outbox's events to the broker until\ninterrupted (SIGINT, SIGTERM), then finishes the events in flight.",

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -87,6 +88,8 @@ func TestUsage(t *testing.T) {
 		{"dlq", "rewind", "1"},
 		{"dlq", "show"},
 		{"dlq", "show", "1", "2"},
+		{"dlq", "park"},
+		{"dlq", "park", "-1", "--database-url", "postgres://x"},
 		{"dlq", "show", "abc", "--database-url", "postgres://x"},
 		{"status", "--bogus"},
 		{"tail", "-n", "-1", "--database-url", "postgres://x"},
@@ -609,4 +612,94 @@ func mustPool(t *testing.T, url string) *pgxpool.Pool {
 	}
 	t.Cleanup(p.Close)
 	return p
+}
+
+// TestDeadLetterPark: `dlq park LANE` moves the relay group past the next
+// event it has not acknowledged, into the dead letters, from where `dlq
+// replay` sends it back; with clear errors for what cannot be parked.
+func TestDeadLetterPark(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url, pool, ob := migrated(t, 2)
+	db := []string{"--database-url", url}
+	if r := cli(t, append([]string{"dlq", "park", "x"}, db...)...); r.code != exitUsage || !strings.Contains(r.stderr, `lane "x": want a lane number`) {
+		t.Errorf("dlq park x: %s", r)
+	}
+	if r := cli(t, append([]string{"dlq", "park", "2"}, db...)...); r.code != exitError ||
+		r.stderr != "eventbus: park lane 2: unknown lane (the outbox has lanes 0 to 1)\n" {
+		t.Errorf("dlq park of an unknown lane: %s", r)
+	}
+	if r := cli(t, append([]string{"dlq", "park", "0"}, db...)...); r.code != exitError ||
+		r.stderr != "eventbus: park lane 0: unknown relay group \"eventbus_relay\": it never relayed the lane\n" {
+		t.Errorf("dlq park before any relay ran: %s", r)
+	}
+
+	// Relayed events, then two more of one aggregate that no relay took.
+	evs := scenario(4)
+	publish(t, pool, ob, evs[:2]...)
+	relay := cliBackground(t, "relay", "--database-url", url, "--broker", "gochannel://", "--log-level", "warn")
+	waitDrained(t, pool)
+	if r := relay.stop(t); r.code != exitOK {
+		t.Fatalf("relay: %s", r)
+	}
+	stuck := gen.NewPulseCreated(pulses[0], author, "Stuck", t0)
+	next := gen.NewPulseCreated(pulses[0], author, "Next", t0)
+	publish(t, pool, ob, stuck, next)
+	lane := strconv.Itoa(bus.LaneOf(stuck.Envelope().AggregateID, 2))
+	if r := cli(t, append([]string{"dlq", "park", lane, "--group", "other"}, db...)...); r.code != exitError ||
+		!strings.Contains(r.stderr, `unknown relay group "other"`) {
+		t.Errorf("dlq park --group other: %s", r)
+	}
+
+	// The rows are visible once every older transaction of the cluster
+	// ended (other tests' too), as for the relay.
+	var r result
+	waitFor(t, "dlq park", func() bool {
+		r = cli(t, append([]string{"dlq", "park", lane}, db...)...)
+		return r.code != exitError || !strings.Contains(r.stderr, "no unacknowledged event")
+	})
+	if r.code != exitOK || !strings.Contains(r.stdout, "Parked event "+stuck.Envelope().ID.String()) {
+		t.Fatalf("dlq park: %s", r)
+	}
+	golden(t, "dlq_park.txt", normalize(r.stdout))
+	if st := statusJSONOf(t, url); st.Backlog != 1 {
+		t.Errorf("backlog after parking one of two events: %d", st.Backlog)
+	}
+	r = mustCLI(t, append([]string{"dlq", "list", "--json"}, db...)...)
+	var list []deadLetterJSON
+	if err := json.Unmarshal([]byte(r.stdout), &list); err != nil {
+		t.Fatalf("dlq list --json: %v\n%s", err, r.stdout)
+	}
+	if len(list) != 1 || list[0].EventID != stuck.Envelope().ID.String() || list[0].Error != bus.ParkedError || list[0].EventName != stuck.EventName() {
+		t.Fatalf("dlq list after parking: %+v", list)
+	}
+
+	// --json; then the lane has nothing left.
+	r = mustCLI(t, append([]string{"--json", "dlq", "park", lane}, db...)...)
+	var parked struct {
+		ID      int64  `json:"id"`
+		Action  string `json:"action"`
+		EventID string `json:"event_id"`
+		Group   string `json:"consumer_group"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &parked); err != nil || parked.ID != 2 || parked.Action != "parked" ||
+		parked.EventID != next.Envelope().ID.String() || parked.Group != bus.ConsumerGroupDefault {
+		t.Errorf("dlq park --json: %+v, %v: %s", parked, err, r)
+	}
+	if r := cli(t, append([]string{"dlq", "park", lane}, db...)...); r.code != exitError ||
+		r.stderr != "eventbus: park lane "+lane+": no unacknowledged event in the lane for relay group \"eventbus_relay\"\n" {
+		t.Errorf("dlq park of a drained lane: %s", r)
+	}
+
+	// Replayed, the event is back in its lane under its id.
+	if r := mustCLI(t, append([]string{"dlq", "replay", strconv.FormatInt(list[0].ID, 10)}, db...)...); !strings.Contains(r.stdout, "is back in outbox lane "+lane) {
+		t.Errorf("dlq replay: %s", r)
+	}
+	var copies int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM eventbus_outbox WHERE uuid = $1`, stuck.Envelope().ID.String()).Scan(&copies); err != nil || copies != 2 {
+		t.Errorf("outbox rows of the replayed event: %d, %v; want the parked row and the replay", copies, err)
+	}
+	if st := statusJSONOf(t, url); st.Backlog != 1 {
+		t.Errorf("backlog after the replay: %d, want 1", st.Backlog)
+	}
 }
