@@ -203,6 +203,7 @@ type Relay struct {
 	q      *db.Queries
 
 	published, failed, deadLettered atomic.Int64
+	cleaner                         cleanerState // cleaner.go
 }
 
 // RelayStats counts what a relay did since it was made.
@@ -261,9 +262,8 @@ func (r *Relay) Run(ctx context.Context) error {
 	}
 	// Registered groups keep the cleaner from deleting what they have not
 	// relayed, and Migrate from growing the lanes over their backlog.
-	if _, err := r.cfg.Pool.Exec(ctx, `INSERT INTO eventbus_relay_groups (consumer_group) VALUES ($1)
-		ON CONFLICT (consumer_group) DO UPDATE SET last_seen_at = now()`, r.cfg.ConsumerGroup); err != nil {
-		return fmt.Errorf("bus: relay: register group %s: %w", r.cfg.ConsumerGroup, err)
+	if err := r.registerGroup(ctx); err != nil {
+		return err
 	}
 	follow := len(r.cfg.Lanes) == 0 // all lanes, including lanes added later
 	poolCfg := r.cfg.Pool.Config().Copy()
@@ -358,7 +358,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		g.Go(func() error { r.followLanes(gctx, pool, set, startLane); return nil })
 	}
 	if r.cfg.Retention > 0 {
-		g.Go(func() error { r.clean(gctx, pool, lanes); return nil })
+		g.Go(func() error { r.clean(gctx, pool); return nil })
 	}
 	return g.Wait()
 }

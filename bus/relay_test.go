@@ -480,10 +480,11 @@ func TestCleanerKeepsUnrelayedRows(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(10 * time.Millisecond)
-	deleted, err := r.CleanOnce(ctx, []int{0, 1})
+	res, err := r.CleanOnce(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
+	deleted := res.Outbox
 	var left int
 	if err := pool.QueryRow(ctx, "SELECT count(*) FROM eventbus_outbox").Scan(&left); err != nil {
 		t.Fatal(err)

@@ -196,3 +196,45 @@ func TestNotifyBeforeMigrate(t *testing.T) {
 		t.Fatalf("Notify before Migrate: %v, want ErrNotMigrated", err)
 	}
 }
+
+// TestMigrationRegistersExistingRelayGroups: migration 004 registers every
+// relay group that has offsets ("<group>/<lane>"), so that a group that is
+// down while the database is upgraded keeps its backlog.
+func TestMigrationRegistersExistingRelayGroups(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := pgtest.NewPool(t)
+	if _, err := schema.Migrate(ctx, pool, schema.Options{Lanes: 2}); err != nil {
+		t.Fatal(err)
+	}
+	// As before migration 004: relays ran, nothing was registered.
+	if _, err := pool.Exec(ctx, `DELETE FROM eventbus_migrations WHERE version = 4;
+		DELETE FROM eventbus_relay_groups;
+		INSERT INTO eventbus_offsets (consumer_group, offset_acked, last_processed_transaction_id) VALUES
+			('eventbus_relay/0', 3, '10'), ('eventbus_relay/1', 4, '11'), ('to-kafka/1', 0, '0'),
+			('fan/out/0', 1, '9'), ('not-a-lane', 1, '1')`); err != nil {
+		t.Fatal(err)
+	}
+	res, err := schema.Migrate(ctx, pool, schema.Options{})
+	if err != nil || !slices.Equal(res.Applied, []int{4}) {
+		t.Fatalf("migrate: %+v, %v; want migration 4 applied", res, err)
+	}
+	rows, err := pool.Query(ctx, `SELECT consumer_group FROM eventbus_relay_groups ORDER BY 1`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var groups []string
+	for rows.Next() {
+		var g string
+		if err := rows.Scan(&g); err != nil {
+			t.Fatal(err)
+		}
+		groups = append(groups, g)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"eventbus_relay", "fan/out", "to-kafka"}; !slices.Equal(groups, want) {
+		t.Errorf("registered groups %q, want %q", groups, want)
+	}
+}

@@ -7,35 +7,7 @@ package db
 
 import (
 	"context"
-
-	"github.com/jackc/pgx/v5/pgtype"
 )
-
-const deleteRelayedBefore = `-- name: DeleteRelayedBefore :execrows
-DELETE FROM eventbus_outbox o
-USING eventbus_offsets f
-WHERE o.lane = $1::integer
-  AND f.consumer_group = $2::text || '/' || $1::integer::text
-  AND o.created_at < now() - $3::interval
-  AND (o.transaction_id < f.last_processed_transaction_id
-       OR (o.transaction_id = f.last_processed_transaction_id AND o."offset" <= f.offset_acked))
-`
-
-type DeleteRelayedBeforeParams struct {
-	Lane          int32
-	ConsumerGroup string
-	OlderThan     pgtype.Interval
-}
-
-// Deletes outbox rows of one lane, older than older_than, that the relay's
-// consumer group has acknowledged.
-func (q *Queries) DeleteRelayedBefore(ctx context.Context, db DBTX, arg DeleteRelayedBeforeParams) (int64, error) {
-	result, err := db.Exec(ctx, deleteRelayedBefore, arg.Lane, arg.ConsumerGroup, arg.OlderThan)
-	if err != nil {
-		return 0, err
-	}
-	return result.RowsAffected(), nil
-}
 
 const laneStatus = `-- name: LaneStatus :many
 SELECT

@@ -1,6 +1,7 @@
 // Command eventbus operates an eventbus database: it applies the schema,
-// shows the outbox backlog, dead letters and inbox, manages dead letters,
-// follows the outbox as events are written, and runs a relay process.
+// shows the outbox backlog, dead letters and inbox, manages dead letters
+// and relay groups, follows the outbox as events are written, and runs a
+// relay process.
 //
 //	go run github.com/edupulse/eventbus/internal/cmd/eventbus status
 //
@@ -47,6 +48,8 @@ Commands:
   dlq replay ID                 send a dead letter back to its outbox lane
   dlq discard ID                delete a dead letter for good
   dlq park LANE [--group G]     move the event a lane is stuck on to the dead letters
+  groups list                   relay groups: registered, last seen, backlog
+  groups drop GROUP             retire a relay group (the cleaner stops keeping rows for it)
   tail [-n N] [--from-start] [--follow]
                                 print outbox events, decoded by name
   relay [--broker URL]          relay the outbox to a broker until interrupted
@@ -139,6 +142,11 @@ func (a *app) main(ctx context.Context, args []string) int {
 			return a.fail(usagef("dlq: want a subcommand first: list, show, fix, replay, discard or park"))
 		}
 		name, rest = "dlq "+rest[0], rest[1:]
+	case "groups":
+		if len(rest) == 0 || strings.HasPrefix(rest[0], "-") {
+			return a.fail(usagef("groups: want a subcommand first: list or drop"))
+		}
+		name, rest = "groups "+rest[0], rest[1:]
 	}
 	cmd, ok := a.commands()[name]
 	if !ok {
@@ -254,6 +262,10 @@ func (a *app) commands() map[string]command {
 			run: a.dlqDiscard, nargs: [2]int{1, 1}},
 		{name: "dlq park", args: "LANE", help: "Moves aside the event a lane is stuck on: the next event of LANE the relay\ngroup has not acknowledged becomes a dead letter, and the group's relays go on\nwith the event after it. Waits for a batch the relay has in flight on the lane.\nOther relay groups still relay the event. Replay it later with 'dlq replay'.",
 			flags: a.dlqParkFlags, run: a.dlqPark, nargs: [2]int{1, 1}},
+		{name: "groups list", help: "Lists the relay groups registered in the database (a relay registers its group\nwhen it starts), with when each was registered and last seen and its backlog:\nthe outbox rows it has not acknowledged. The cleaner deletes a row only once\nevery registered group has acknowledged it.",
+			run: a.groupsList},
+		{name: "groups drop", args: "GROUP", help: "Retires a relay group: deletes its registration and its offsets, so that the\ncleaner no longer keeps outbox rows for it. Stop the group's relays first: a\nrunning relay registers its group again and relays the stored rows from the start.",
+			run: a.groupsDrop, nargs: [2]int{1, 1}},
 		{name: "tail", help: "Prints outbox events, decoded by name: the last N ones, or all with\n--from-start, then, with --follow, each event as its transaction commits,\nuntil interrupted. Events of unknown names are printed raw.",
 			flags: a.tailFlags, run: a.tail},
 		{name: "relay", help: "Runs a relay process: publishes the outbox's events to the broker until\ninterrupted (SIGINT, SIGTERM), then finishes the events in flight.",

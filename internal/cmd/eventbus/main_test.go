@@ -715,3 +715,62 @@ func TestDeadLetterPark(t *testing.T) {
 		t.Errorf("backlog after the replay: %d, want 1", st.Backlog)
 	}
 }
+
+func TestGroups(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url, pool, ob := migrated(t, 2)
+	db := []string{"--database-url", url}
+	if r := mustCLI(t, append([]string{"groups", "list"}, db...)...); r.stdout != "No relay groups registered: no relay has run yet.\n" {
+		t.Errorf("groups list before any relay: %s", r)
+	}
+	evs := scenario(6)
+	publish(t, pool, ob, evs...)
+	relay := cliBackground(t, "relay", "--database-url", url, "--broker", "gochannel://", "--log-level", "warn")
+	waitDrained(t, pool)
+	if r := relay.stop(t); r.code != exitOK {
+		t.Fatalf("relay: %s", r)
+	}
+	// A second group, registered before its first relay runs: it has
+	// acknowledged nothing.
+	if err := bus.RegisterRelayGroup(ctx, pool, "to-kafka"); err != nil {
+		t.Fatal(err)
+	}
+
+	r := mustCLI(t, append([]string{"groups", "list"}, db...)...)
+	golden(t, "groups_list.txt", normalize(r.stdout))
+	r = mustCLI(t, append([]string{"groups", "list", "--json"}, db...)...)
+	var list []relayGroupJSON
+	if err := json.Unmarshal([]byte(r.stdout), &list); err != nil {
+		t.Fatalf("groups list --json: %v\n%s", err, r.stdout)
+	}
+	if len(list) != 2 || list[0].Group != bus.ConsumerGroupDefault || list[0].Backlog != 0 || list[1].Group != "to-kafka" ||
+		list[1].Backlog != int64(len(evs)) || list[1].RegisteredAt.IsZero() || list[1].LastSeenAt.IsZero() {
+		t.Fatalf("groups list --json: %+v", list)
+	}
+
+	r = mustCLI(t, append([]string{"groups", "drop", "to-kafka"}, db...)...)
+	if !strings.HasPrefix(r.stdout, `Dropped relay group "to-kafka" (last seen `) {
+		t.Errorf("groups drop: %s", r)
+	}
+	if r := mustCLI(t, append([]string{"groups", "list", "--json"}, db...)...); !strings.Contains(r.stdout, bus.ConsumerGroupDefault) || strings.Contains(r.stdout, "to-kafka") {
+		t.Errorf("groups list after the drop: %s", r)
+	}
+	r = cli(t, append([]string{"groups", "drop", "to-kafka"}, db...)...)
+	if r.code != exitError || r.stderr != "eventbus: no relay group \"to-kafka\" (see `eventbus groups list`)\n" {
+		t.Errorf("groups drop of an unknown group: %s", r)
+	}
+	r = mustCLI(t, append([]string{"--json", "groups", "drop", bus.ConsumerGroupDefault}, db...)...)
+	if strings.TrimSpace(r.stdout) != "{\n  \"group\": \"eventbus_relay\",\n  \"action\": \"dropped\"\n}" {
+		t.Errorf("groups drop --json: %s", r)
+	}
+	var offsets int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM eventbus_offsets`).Scan(&offsets); err != nil || offsets != 0 {
+		t.Errorf("offsets rows after dropping the only group that had some: %d, %v", offsets, err)
+	}
+	for _, args := range [][]string{{"groups"}, {"groups", "rename"}, {"groups", "drop"}, {"groups", "drop", "a", "b"}} {
+		if r := cli(t, append(args, db...)...); r.code != exitUsage {
+			t.Errorf("eventbus %s: want a usage error: %s", strings.Join(args, " "), r)
+		}
+	}
+}

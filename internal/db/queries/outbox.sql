@@ -15,14 +15,3 @@ FROM eventbus_outbox o
 LEFT JOIN eventbus_offsets f ON f.consumer_group = sqlc.arg(consumer_group)::text || '/' || o.lane::text
 GROUP BY o.lane
 ORDER BY o.lane;
-
--- name: DeleteRelayedBefore :execrows
--- Deletes outbox rows of one lane, older than older_than, that the relay's
--- consumer group has acknowledged.
-DELETE FROM eventbus_outbox o
-USING eventbus_offsets f
-WHERE o.lane = sqlc.arg(lane)::integer
-  AND f.consumer_group = sqlc.arg(consumer_group)::text || '/' || sqlc.arg(lane)::integer::text
-  AND o.created_at < now() - sqlc.arg(older_than)::interval
-  AND (o.transaction_id < f.last_processed_transaction_id
-       OR (o.transaction_id = f.last_processed_transaction_id AND o."offset" <= f.offset_acked));
