@@ -1,7 +1,9 @@
 // Package brokertest is the conformance suite every broker adapter passes:
 // outbox → relay → broker → typed consumer for all EduPulse events, with
 // duplicates skipped by the inbox, per-aggregate order where the broker
-// promises it, and poison messages dead-lettered without blocking the rest.
+// promises it, poison messages dead-lettered without blocking the rest, and
+// an event the broker refuses for good dead-lettered by the relay while the
+// events behind it go on.
 //
 // The suite runs one application function, App, against each broker URL,
 // which is the proof that switching brokers takes only the URL.
@@ -11,8 +13,11 @@
 //	func TestMain(m *testing.M) { pgtest.Main(m) }
 //
 //	func TestConformance(t *testing.T) {
-//		brokertest.Run(t, brokertest.Features{OrderPerAggregate: true},
-//			func(t *testing.T) string { return "nats://" + startServer(t) })
+//		brokertest.Run(t, brokertest.Features{
+//			OrderPerAggregate: true,
+//			// The test server's max_payload is 64 KiB.
+//			Refusal: &brokertest.Refusal{Title: brokertest.OversizedTitle(64 << 10), Error: "maximum payload exceeded"},
+//		}, func(t *testing.T) string { return "nats://" + startServer(t) })
 //	}
 package brokertest
 
@@ -48,7 +53,30 @@ type Features struct {
 	OrderPerAggregate bool
 	// Timeout bounds each wait of the suite. Defaults to 60 seconds.
 	Timeout time.Duration
+	// Refusal describes an event the broker always refuses, for the test
+	// that the relay dead-letters it and goes on. Set it or RefusesNothing.
+	Refusal *Refusal
+	// RefusesNothing says why the broker refuses no event (the refusal
+	// test is then skipped with this reason).
+	RefusesNothing string
 }
+
+// Refusal is an event a broker will always refuse: a PulseCreated with
+// Title as its title, too large for the broker or a value it cannot store.
+type Refusal struct {
+	// Title is the title of the refused PulseCreated event.
+	Title string
+	// Error is a part of the broker's error, which the dead letter must
+	// show.
+	Error string
+	// BrokerURL, when set, returns the URL of the broker for the refusal
+	// test instead of Run's brokerURL: one configured to refuse the event.
+	BrokerURL func(t *testing.T) string
+}
+
+// OversizedTitle returns a title of n bytes, for a Refusal of an event too
+// large for a broker.
+func OversizedTitle(n int) string { return strings.Repeat("x", n) }
 
 // Run runs the conformance suite. brokerURL returns the URL of a broker
 // for one subtest; it may start a server (and stop it at t.Cleanup) or
@@ -60,6 +88,18 @@ func Run(t *testing.T, f Features, brokerURL func(t *testing.T) string) {
 	t.Run("AllEventsOnceInEffect", func(t *testing.T) { testAllEvents(t, f, brokerURL(t)) })
 	t.Run("DuplicatesSkippedByInbox", func(t *testing.T) { testDuplicates(t, f, brokerURL(t)) })
 	t.Run("PoisonDeadLettered", func(t *testing.T) { testPoison(t, f, brokerURL(t)) })
+	t.Run("RefusedEventDeadLettered", func(t *testing.T) {
+		switch {
+		case f.Refusal != nil && f.Refusal.BrokerURL != nil:
+			testRefused(t, f, f.Refusal.BrokerURL(t))
+		case f.Refusal != nil:
+			testRefused(t, f, brokerURL(t))
+		case f.RefusesNothing != "":
+			t.Skip(f.RefusesNothing)
+		default:
+			t.Fatal("brokertest: set Features.Refusal, or Features.RefusesNothing with the reason")
+		}
+	})
 }
 
 // AppConfig configures App.
@@ -72,6 +112,10 @@ type AppConfig struct {
 	Prefix string
 	// Logger for the framework.
 	Logger *slog.Logger
+	// DefaultRelay runs the relay with the default configuration (only
+	// Pool, Publisher and Logger set) instead of the suite's faster
+	// polling and backoff.
+	DefaultRelay bool
 }
 
 // App is an application: it consumes EduPulse events into an effects table
@@ -148,8 +192,11 @@ func StartApp(ctx context.Context, cfg AppConfig) (*App, error) {
 		return nil, err
 	})
 	app.Consumer = c
-	relay, err := bus.NewRelay(bus.RelayConfig{Pool: cfg.Pool, Publisher: b.Publisher(), Logger: cfg.Logger,
-		PollInterval: 200 * time.Millisecond, BackoffInitial: 10 * time.Millisecond, BackoffMax: 200 * time.Millisecond})
+	relayCfg := bus.RelayConfig{Pool: cfg.Pool, Publisher: b.Publisher(), Logger: cfg.Logger}
+	if !cfg.DefaultRelay {
+		relayCfg.PollInterval, relayCfg.BackoffInitial, relayCfg.BackoffMax = 200*time.Millisecond, 10*time.Millisecond, 200*time.Millisecond
+	}
+	relay, err := bus.NewRelay(relayCfg)
 	if err != nil {
 		b.Close()
 		return nil, err
@@ -198,8 +245,14 @@ func newDB(t *testing.T) *pgxpool.Pool {
 
 func startApp(t *testing.T, url string, pool *pgxpool.Pool) *App {
 	t.Helper()
-	prefix := "t" + uuid.NewString()[:8]
-	app, err := StartApp(context.Background(), AppConfig{BrokerURL: url, Pool: pool, Prefix: prefix})
+	return startAppWith(t, AppConfig{BrokerURL: url, Pool: pool})
+}
+
+func startAppWith(t *testing.T, cfg AppConfig) *App {
+	t.Helper()
+	url := cfg.BrokerURL
+	cfg.Prefix = "t" + uuid.NewString()[:8]
+	app, err := StartApp(context.Background(), cfg)
 	if err != nil {
 		t.Fatalf("start app on %s: %v", broker.Redact(url), err)
 	}
@@ -419,5 +472,68 @@ func testPoison(t *testing.T, f Features, url string) {
 	}
 	if n := app.Consumer.Stats().DeadLettered; n != 2 {
 		t.Errorf("consumer counted %d dead letters, want 2", n)
+	}
+}
+
+// testRefused publishes an event the broker refuses for good, then an event
+// of the same aggregate (so of the same lane), through the outbox, with the
+// relay's default configuration: the first must be dead-lettered with the
+// broker's error, and the second delivered.
+func testRefused(t *testing.T, f Features, url string) {
+	pool := newDB(t)
+	app := startAppWith(t, AppConfig{BrokerURL: url, Pool: pool, DefaultRelay: true})
+	ctx := context.Background()
+	pulse, author := uuid.New(), uuid.New()
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	refused := gen.NewPulseCreated(pulse, author, f.Refusal.Title, now)
+	after := gen.NewPulseAnswered(pulse, uuid.New(), uuid.New(), now)
+	begin := time.Now()
+	for _, ev := range []bus.Event{refused, after} { // two transactions, in this order
+		if err := app.Outbox.InTx(ctx, pool, func(context.Context, pgx.Tx) ([]bus.Event, error) { return []bus.Event{ev}, nil }); err != nil {
+			t.Fatalf("publish: %v", err)
+		}
+	}
+
+	// Wait for both: the later event applied, the refused one
+	// dead-lettered.
+	dead := bus.NewDeadLetters(pool)
+	deadline := time.Now().Add(f.Timeout)
+	var dls []bus.DeadLetter
+	var applied int
+	for {
+		var err error
+		if dls, err = dead.List(ctx, bus.ListOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := pool.QueryRow(ctx, "SELECT count(*) FROM effects").Scan(&applied); err != nil {
+			t.Fatal(err)
+		}
+		if len(dls) > 0 && applied > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: %d dead letter(s), %d event(s) applied; want the refused event dead-lettered and the next one applied", f.Timeout, len(dls), applied)
+		}
+		select {
+		case <-app.done:
+			t.Fatalf("the application stopped: %v", app.err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	t.Logf("refused event dead-lettered and the next one applied %v after publishing", time.Since(begin).Round(time.Millisecond))
+	effs := waitEffects(t, app, pool, 1, f.Timeout)
+	if len(effs) != 1 || effs[0].ID != after.Envelope().ID {
+		t.Fatalf("applied %+v, want only the event after the refused one (%s)", effs, after.Envelope().ID)
+	}
+	if len(dls) != 1 || dls[0].MessageUUID != refused.Envelope().ID.String() {
+		t.Fatalf("dead letters %+v, want the refused event %s", dls, refused.Envelope().ID)
+	}
+	dl := dls[0]
+	t.Logf("dead letter after %d attempts, %v after the first failure: %s", dl.Attempts, dl.DeadAt.Sub(dl.FirstFailedAt).Round(time.Millisecond), dl.Error)
+	if !strings.Contains(dl.Error, f.Refusal.Error) {
+		t.Errorf("dead letter error %q, want it to contain the broker's %q", dl.Error, f.Refusal.Error)
+	}
+	if dl.EventName != refused.EventName() || dl.AggregateID != pulse.String() {
+		t.Errorf("dead letter of %s/%s, want %s/%s", dl.EventName, dl.AggregateID, refused.EventName(), pulse)
 	}
 }

@@ -10,6 +10,10 @@
 // no consumer groups: every subscriber of a topic gets every message, and a
 // message published to a topic nobody subscribes to is dropped, so
 // subscribe before starting the relay. Per-aggregate order is kept.
+//
+// No error is permanent (bus.Permanent): GoChannel refuses no message for
+// its size or contents, and its only error, a closed GoChannel, is not the
+// message's fault.
 package gochannelbroker
 
 import (

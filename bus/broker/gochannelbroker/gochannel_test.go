@@ -11,5 +11,8 @@ import (
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
 func TestConformance(t *testing.T) {
-	brokertest.Run(t, brokertest.Features{OrderPerAggregate: true}, func(*testing.T) string { return "gochannel://" })
+	brokertest.Run(t, brokertest.Features{
+		OrderPerAggregate: true,
+		RefusesNothing:    "GoChannel hands any message to its subscribers in process: it refuses none",
+	}, func(*testing.T) string { return "gochannel://" })
 }

@@ -29,6 +29,18 @@
 // aggregate's events in publish order however many subscribers it has
 // (events of different aggregates, on different partitions, interleave).
 // A nacked message is redelivered before the partition moves on.
+//
+// Permanent errors (bus.Permanent: the relay dead-letters the event instead
+// of retrying it for as long as it fails): MESSAGE_TOO_LARGE (a record
+// above the topic's max.message.bytes, or above the broker's
+// message.max.bytes), RECORD_LIST_TOO_LARGE, INVALID_TOPIC_EXCEPTION (a
+// name Kafka refuses, or one colliding with another topic's that differs
+// only in '.' and '_'), INVALID_RECORD, TOPIC_AUTHORIZATION_FAILED (the
+// user may not write to the topic), POLICY_VIOLATION (when creating the
+// topic), and Sarama's own refusals before sending (a message larger than
+// its Producer.MaxMessageBytes, 1 MiB). Everything else, unreachable
+// brokers, leader elections, timeouts, too few in-sync replicas, is
+// retried for as long as it lasts.
 package kafkabroker
 
 import (
@@ -209,7 +221,9 @@ func Open(_ context.Context, u *url.URL, opts broker.Options) (broker.Broker, er
 	return &kafkaBroker{cfg: cfg, u: u, logger: logger, pub: pub, topics: &topics{cfg: cfg}}, nil
 }
 
-func (b *kafkaBroker) Publisher() message.Publisher { return publisher{b} }
+func (b *kafkaBroker) Publisher() message.Publisher {
+	return broker.Publisher{Publisher: publisher{b}, Name: "kafkabroker", URL: b.u, Permanent: permanent}
+}
 
 func (b *kafkaBroker) Subscriber(group string) (message.Subscriber, error) {
 	if group == "" {
@@ -247,19 +261,42 @@ func (b *kafkaBroker) Close() error {
 	return errors.Join(errs...)
 }
 
+// publisher creates the topic, then publishes with watermill-kafka.
 type publisher struct{ b *kafkaBroker }
 
 func (p publisher) Publish(topic string, msgs ...*message.Message) error {
 	if err := p.b.topics.ensure(topic); err != nil {
-		return errors.New(broker.RedactError(err, p.b.u))
+		return err
 	}
-	if err := p.b.pub.Publish(topic, msgs...); err != nil {
-		return fmt.Errorf("kafkabroker: publish to %s: %s", topic, broker.RedactError(err, p.b.u))
-	}
-	return nil
+	return p.b.pub.Publish(topic, msgs...)
 }
 
 func (publisher) Close() error { return nil } // the broker owns it
+
+// permanentErrors are the Kafka errors of a produce request, or of the
+// topic's creation, that sending the same messages again would get again.
+var permanentErrors = []error{
+	sarama.ErrMessageSizeTooLarge,      // a record above the topic's max.message.bytes
+	sarama.ErrMessageSetSizeTooLarge,   // a batch above the broker's limit
+	sarama.ErrInvalidTopic,             // a topic name Kafka does not accept
+	sarama.ErrInvalidRecord,            // a record the broker validates and rejects
+	sarama.ErrTopicAuthorizationFailed, // the credentials may not write to the topic
+	sarama.ErrPolicyViolation,          // the topic's creation breaks a broker policy
+}
+
+// permanent reports whether a publish error is one Kafka returns for these
+// messages however often they are sent (see the package doc).
+func permanent(err error) bool {
+	for _, p := range permanentErrors {
+		if errors.Is(err, p) {
+			return true
+		}
+	}
+	// Sarama's own refusals of a message before it is sent: larger than
+	// Producer.MaxMessageBytes, or headers for a protocol without them.
+	var cfgErr sarama.ConfigurationError
+	return errors.As(err, &cfgErr)
+}
 
 type subscriber struct {
 	*kafka.Subscriber
@@ -269,7 +306,7 @@ type subscriber struct {
 
 func (s subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
 	if err := s.b.topics.ensure(topic); err != nil {
-		return nil, errors.New(broker.RedactError(err, s.b.u))
+		return nil, fmt.Errorf("kafkabroker: subscribe %s to %s: %s", s.group, topic, broker.RedactError(err, s.b.u))
 	}
 	ch, err := s.Subscriber.Subscribe(ctx, topic)
 	if err != nil {
@@ -299,13 +336,13 @@ func (t *topics) ensure(topic string) error {
 	if t.admin == nil {
 		admin, err := sarama.NewClusterAdmin(t.cfg.brokers, t.cfg.sarama(sarama.NewConfig()))
 		if err != nil {
-			return fmt.Errorf("kafkabroker: cluster admin (to create topic %s; or set create_topics=false): %w", topic, err)
+			return fmt.Errorf("cluster admin (to create topic %s; or set create_topics=false): %w", topic, err)
 		}
 		t.admin = admin
 	}
 	err := t.admin.CreateTopic(topic, &sarama.TopicDetail{NumPartitions: t.cfg.partitions, ReplicationFactor: t.cfg.replication}, false)
 	if err != nil && !errors.Is(err, sarama.ErrTopicAlreadyExists) {
-		return fmt.Errorf("kafkabroker: create topic %s (or set create_topics=false): %w", topic, err)
+		return fmt.Errorf("create topic %s (or set create_topics=false): %w", topic, err)
 	}
 	if t.created == nil {
 		t.created = map[string]bool{}

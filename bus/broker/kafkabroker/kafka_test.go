@@ -14,7 +14,10 @@ import (
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
 func TestConformance(t *testing.T) {
-	brokertest.Run(t, brokertest.Features{OrderPerAggregate: true}, func(t *testing.T) string { return servers.Kafka(t) })
+	brokertest.Run(t, brokertest.Features{
+		OrderPerAggregate: true,
+		Refusal:           &brokertest.Refusal{Title: brokertest.OversizedTitle(servers.MaxMessageSize), Error: "Message was too large"},
+	}, func(t *testing.T) string { return servers.Kafka(t) })
 }
 
 func TestOpenErrors(t *testing.T) {

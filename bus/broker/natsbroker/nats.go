@@ -46,6 +46,18 @@
 // within ack_wait, or after a subscriber stopped mid-message). With several
 // subscribers in a group, messages are spread over them regardless of the
 // aggregate: per-aggregate order holds only per subscriber.
+//
+// Permanent errors (bus.Permanent: the relay dead-letters the event instead
+// of retrying it for as long as it fails): a message above the server's
+// max_payload ("nats: maximum payload exceeded", 1 MB by default), one a
+// stream refuses for its size (JetStream errors 10054, above the stream's
+// max_msg_size, and 10097, headers above 64 KiB), a topic that is no valid
+// subject, and a publish the user's permissions deny (the server's
+// "Permissions Violation for Publish to ..."; it drops such a message
+// without an ack, so the publisher watches the connection's errors for it
+// instead of waiting for the ack's timeout). Everything else, a lost
+// connection, no JetStream response, an ack timeout, a full stream, is
+// retried for as long as it lasts.
 package natsbroker
 
 import (
@@ -55,6 +67,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"net/url"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -177,11 +190,15 @@ func Open(_ context.Context, u *url.URL, opts broker.Options) (broker.Broker, er
 	if err != nil {
 		return nil, err
 	}
-	conn, err := connect(cfg, "eventbus publisher")
+	denied := &denials{}
+	conn, err := connect(cfg, "eventbus publisher", nats.ErrorHandler(denied.handle))
 	if err != nil {
 		return nil, err
 	}
-	js, err := conn.JetStream(nats.PublishAsyncMaxPending(1024))
+	// The async timeout forgets a publish no ack will come for (one the
+	// server refused with a permissions violation), so that such publishes
+	// do not fill the window of pending acks.
+	js, err := conn.JetStream(nats.PublishAsyncMaxPending(1024), nats.PublishAsyncTimeout(publishTimeout))
 	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("natsbroker: jetstream: %w", err)
@@ -194,12 +211,13 @@ func Open(_ context.Context, u *url.URL, opts broker.Options) (broker.Broker, er
 	topo := &topology{js: js, cfg: cfg}
 	return &natsBroker{
 		cfg: cfg, u: u, logger: logger, conn: conn, js: js, topo: topo,
-		pub: &publisher{js: js, topo: topo, marshaler: &wmnats.NATSMarshaler{}},
+		pub: &publisher{js: js, topo: topo, marshaler: &wmnats.NATSMarshaler{}, denied: denied},
 	}, nil
 }
 
-func connect(cfg config, name string) (*nats.Conn, error) {
+func connect(cfg config, name string, extra ...nats.Option) (*nats.Conn, error) {
 	opts := []nats.Option{nats.Name(name), nats.Timeout(connectTimeout), nats.MaxReconnects(-1)}
+	opts = append(opts, extra...)
 	if cfg.token != "" {
 		opts = append(opts, nats.Token(cfg.token))
 	}
@@ -210,7 +228,9 @@ func connect(cfg config, name string) (*nats.Conn, error) {
 	return conn, nil
 }
 
-func (b *natsBroker) Publisher() message.Publisher { return b.pub }
+func (b *natsBroker) Publisher() message.Publisher {
+	return broker.Publisher{Publisher: b.pub, Name: "natsbroker", URL: b.u, Permanent: permanent}
+}
 
 func (b *natsBroker) Subscriber(group string) (message.Subscriber, error) {
 	if group == "" {
@@ -271,6 +291,7 @@ type publisher struct {
 	js        nats.JetStreamContext
 	topo      *topology
 	marshaler wmnats.Marshaler
+	denied    *denials
 }
 
 func (p *publisher) Publish(topic string, msgs ...*message.Message) error {
@@ -302,9 +323,15 @@ func (p *publisher) publish(topic string, msgs []*message.Message) error {
 
 func (p *publisher) publishChunk(topic string, msgs []*message.Message) error {
 	futures := make([]nats.PubAckFuture, 0, len(msgs))
+	subjects := make([]string, len(msgs))
+	for i, msg := range msgs {
+		subjects[i] = topic + "." + token(msg.Metadata.Get(bus.MetadataAggregateID))
+	}
+	denied := p.denied.watch(subjects)
+	defer p.denied.unwatch(subjects, denied)
 	var errs []error
-	for _, msg := range msgs {
-		nm, err := p.marshaler.Marshal(topic+"."+token(msg.Metadata.Get(bus.MetadataAggregateID)), msg)
+	for i, msg := range msgs {
+		nm, err := p.marshaler.Marshal(subjects[i], msg)
 		if err == nil {
 			var f nats.PubAckFuture
 			if f, err = p.js.PublishMsgAsync(nm); err == nil {
@@ -312,7 +339,7 @@ func (p *publisher) publishChunk(topic string, msgs []*message.Message) error {
 				continue
 			}
 		}
-		errs = append(errs, fmt.Errorf("natsbroker: publish message %s to %s: %w", msg.UUID, topic, err))
+		errs = append(errs, fmt.Errorf("message %s: %w", msg.UUID, err))
 		break // but wait for the acks of the messages already sent
 	}
 	timeout := time.NewTimer(publishTimeout)
@@ -321,15 +348,82 @@ func (p *publisher) publishChunk(topic string, msgs []*message.Message) error {
 		select {
 		case <-f.Ok():
 		case err := <-f.Err():
-			errs = append(errs, fmt.Errorf("natsbroker: publish message %s to %s: %w", msgs[i].UUID, topic, err))
+			errs = append(errs, fmt.Errorf("message %s: %w", msgs[i].UUID, err))
+		case err := <-denied:
+			// No ack will come for the refused message: stop waiting.
+			return errors.Join(append(errs, err)...)
 		case <-timeout.C:
-			return errors.Join(append(errs, fmt.Errorf("natsbroker: publish to %s: no ack for message %s within %v", topic, msgs[i].UUID, publishTimeout))...)
+			return errors.Join(append(errs, fmt.Errorf("message %s: no ack within %v", msgs[i].UUID, publishTimeout))...)
 		}
 	}
 	return errors.Join(errs...)
 }
 
 func (p *publisher) Close() error { return nil } // the broker owns the connection
+
+// errPublishDenied wraps the server's permissions violation for a publish.
+var errPublishDenied = errors.New("publish denied")
+
+// denials hands the server's permissions violations for publishes, which
+// come asynchronously through the connection's error handler, to the
+// publishes waiting for acks on those subjects: the server drops a refused
+// message, and no ack or error would ever come for it.
+type denials struct {
+	mu       sync.Mutex
+	watchers map[string][]chan error
+}
+
+// permissionsRe finds the subject in the server's error, "Permissions
+// Violation for Publish to "SUBJECT"".
+var permissionsRe = regexp.MustCompile(`(?i)permissions violation for publish to "([^"]+)"`)
+
+// handle is the connection's error handler.
+func (d *denials) handle(_ *nats.Conn, _ *nats.Subscription, err error) {
+	if !errors.Is(err, nats.ErrPermissionViolation) {
+		return
+	}
+	m := permissionsRe.FindStringSubmatch(err.Error())
+	if m == nil {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, ch := range d.watchers[m[1]] {
+		select {
+		case ch <- fmt.Errorf("subject %s: %w: %w", m[1], errPublishDenied, err):
+		default: // one denial per publish is enough
+		}
+	}
+}
+
+// watch returns a channel receiving a denial of a publish to one of
+// subjects.
+func (d *denials) watch(subjects []string) chan error {
+	ch := make(chan error, 1)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.watchers == nil {
+		d.watchers = map[string][]chan error{}
+	}
+	for _, s := range subjects {
+		d.watchers[s] = append(d.watchers[s], ch)
+	}
+	return ch
+}
+
+// unwatch undoes watch.
+func (d *denials) unwatch(subjects []string, ch chan error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, s := range subjects {
+		w := slices.DeleteFunc(d.watchers[s], func(c chan error) bool { return c == ch })
+		if len(w) == 0 {
+			delete(d.watchers, s)
+		} else {
+			d.watchers[s] = w
+		}
+	}
+}
 
 // subscriber creates the stream and the group's durable consumer before
 // watermill-nats binds to it.
@@ -352,10 +446,10 @@ func (s *subscriber) Close() error {
 
 func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
 	if err := s.topo.ensureStream(topic); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("natsbroker: subscribe %s to %s: %w", s.group, topic, err)
 	}
 	if err := s.topo.ensureConsumer(s.group, s.queue, topic); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("natsbroker: subscribe %s to %s: %w", s.group, topic, err)
 	}
 	ch, err := s.Subscriber.Subscribe(ctx, topic)
 	if err != nil {
@@ -403,12 +497,12 @@ func (t *topology) ensureStream(topic string) error {
 			Replicas:    t.cfg.replicas,
 		})
 		if err != nil && !errors.Is(err, nats.ErrStreamNameAlreadyInUse) {
-			return fmt.Errorf("natsbroker: create stream %s for topic %s: %w", stream, topic, err)
+			return fmt.Errorf("create stream %s: %w", stream, err)
 		}
 	case err != nil:
-		return fmt.Errorf("natsbroker: stream %s for topic %s: %w", stream, topic, err)
+		return fmt.Errorf("stream %s: %w", stream, err)
 	case !slices.Contains(info.Config.Subjects, subject):
-		return fmt.Errorf("natsbroker: stream %s exists with subjects %v, not %s (topic %s)", stream, info.Config.Subjects, subject, topic)
+		return fmt.Errorf("stream %s exists with subjects %v, not %s", stream, info.Config.Subjects, subject)
 	}
 	if t.streams == nil {
 		t.streams = map[string]bool{}
@@ -439,25 +533,46 @@ func (t *topology) ensureConsumer(group, queue, topic string) error {
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("natsbroker: consumer %s on stream %s (group %s, topic %s): %w", durable, stream, group, topic, err)
+		return fmt.Errorf("consumer %s on stream %s: %w", durable, stream, err)
 	}
 	if info.Config.DeliverGroup != queue {
-		return fmt.Errorf("natsbroker: consumer %s on stream %s delivers to queue group %q, not %q", durable, stream, info.Config.DeliverGroup, queue)
+		return fmt.Errorf("consumer %s on stream %s delivers to queue group %q, not %q", durable, stream, info.Config.DeliverGroup, queue)
 	}
 	return nil
 }
 
+// errInvalidTopic is returned for a topic that is no valid NATS subject.
+var errInvalidTopic = errors.New("invalid topic")
+
 // validSubject checks that topic can prefix a NATS subject.
 func validSubject(topic string) error {
 	if topic == "" {
-		return errors.New("natsbroker: empty topic")
+		return fmt.Errorf("%w: empty", errInvalidTopic)
 	}
 	for tok := range strings.SplitSeq(topic, ".") {
 		if tok == "" || strings.ContainsAny(tok, "*> \t\r\n") {
-			return fmt.Errorf("natsbroker: topic %q is not a valid NATS subject (dot-separated non-empty tokens, no spaces or wildcards)", topic)
+			return fmt.Errorf("%w %q: not a valid NATS subject (dot-separated non-empty tokens, no spaces or wildcards)", errInvalidTopic, topic)
 		}
 	}
 	return nil
+}
+
+// JetStream error codes (the server's errors.json) of a message a stream
+// refuses for good.
+const (
+	jsErrMessageExceedsMaximum nats.ErrorCode = 10054 // message size exceeds maximum allowed
+	jsErrHeaderExceedsMaximum  nats.ErrorCode = 10097 // header size exceeds maximum allowed of 64k
+)
+
+// permanent reports whether a publish error is one NATS returns for these
+// messages however often they are sent (see the package doc).
+func permanent(err error) bool {
+	var apiErr *nats.APIError
+	if errors.As(err, &apiErr) && (apiErr.ErrorCode == jsErrMessageExceedsMaximum || apiErr.ErrorCode == jsErrHeaderExceedsMaximum) {
+		return true
+	}
+	return errors.Is(err, nats.ErrMaxPayload) || errors.Is(err, nats.ErrBadSubject) ||
+		errors.Is(err, errInvalidTopic) || errors.Is(err, errPublishDenied)
 }
 
 // token turns an aggregate id into one subject token.

@@ -18,7 +18,10 @@ import (
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
 func TestConformance(t *testing.T) {
-	brokertest.Run(t, brokertest.Features{OrderPerAggregate: true}, func(t *testing.T) string { return servers.NATS(t) })
+	brokertest.Run(t, brokertest.Features{
+		OrderPerAggregate: true,
+		Refusal:           &brokertest.Refusal{Title: brokertest.OversizedTitle(servers.MaxMessageSize), Error: "nats: maximum payload exceeded"},
+	}, func(t *testing.T) string { return servers.NATS(t) })
 }
 
 func TestOpenErrors(t *testing.T) {

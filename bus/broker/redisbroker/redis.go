@@ -29,6 +29,19 @@
 // subscriber after claim_idle. With several subscribers in a group,
 // messages are spread over them regardless of the aggregate: per-aggregate
 // order holds only per subscriber.
+//
+// Permanent errors (bus.Permanent: the relay dead-letters the event instead
+// of retrying it for as long as it fails): a message with a payload or
+// metadata larger than the server's proto-max-bulk-len (512 MB by default),
+// WRONGTYPE (the topic's key holds something other than a stream), NOPERM
+// (the user's ACL does not allow the topic's key), and metadata holding the
+// key watermill-redisstream reserves for the message UUID. Redis answers a
+// too large argument by closing the connection, often before its error
+// arrives, which looks like an outage: so the publisher reads
+// proto-max-bulk-len once, at Open (CONFIG GET), and refuses such a message
+// itself; when the server does not allow CONFIG GET, the check is skipped.
+// Everything else, connection failures, timeouts, OOM (maxmemory reached),
+// a read-only replica, LOADING, is retried for as long as it lasts.
 package redisbroker
 
 import (
@@ -134,7 +147,7 @@ func Open(ctx context.Context, u *url.URL, opts broker.Options) (broker.Broker, 
 	logger := watermill.NewSlogLogger(opts.Logger)
 	pub, err := redisstream.NewPublisher(redisstream.PublisherConfig{
 		Client:        cl,
-		Marshaller:    marshaller{},
+		Marshaller:    marshaller{maxBulkLen: maxBulkLen(ctx, cl)},
 		DefaultMaxlen: cfg.maxlen,
 	}, logger)
 	if err != nil {
@@ -144,7 +157,9 @@ func Open(ctx context.Context, u *url.URL, opts broker.Options) (broker.Broker, 
 	return &redisBroker{cfg: cfg, u: u, logger: logger, pub: pub}, nil
 }
 
-func (b *redisBroker) Publisher() message.Publisher { return publisher{b} }
+func (b *redisBroker) Publisher() message.Publisher {
+	return broker.Publisher{Publisher: b.pub, Name: "redisbroker", URL: b.u, Permanent: permanent}
+}
 
 func (b *redisBroker) Subscriber(group string) (message.Subscriber, error) {
 	if group == "" {
@@ -203,16 +218,33 @@ func (b *redisBroker) Close() error {
 	return errors.Join(errs...)
 }
 
-type publisher struct{ b *redisBroker }
-
-func (p publisher) Publish(topic string, msgs ...*message.Message) error {
-	if err := p.b.pub.Publish(topic, msgs...); err != nil {
-		return fmt.Errorf("redisbroker: publish to %s: %s", topic, broker.RedactError(err, p.b.u))
+// maxBulkLen returns the server's proto-max-bulk-len, the largest argument
+// it accepts, or 0 when the server does not tell (CONFIG refused).
+func maxBulkLen(ctx context.Context, cl *redis.Client) int64 {
+	v, err := cl.ConfigGet(ctx, "proto-max-bulk-len").Result()
+	if err != nil {
+		return 0
 	}
-	return nil
+	n, err := strconv.ParseInt(v["proto-max-bulk-len"], 10, 64)
+	if err != nil || n <= 0 {
+		return 0
+	}
+	return n
 }
 
-func (publisher) Close() error { return nil } // the broker owns it
+// errTooLarge is returned for a message with a field larger than the
+// server's proto-max-bulk-len.
+var errTooLarge = errors.New("message too large")
+
+// permanent reports whether a publish error is one Redis returns for these
+// messages however often they are sent (see the package doc).
+func permanent(err error) bool {
+	return errors.Is(err, errTooLarge) ||
+		errors.Is(err, errReservedMetadata) ||
+		redis.HasErrorPrefix(err, "WRONGTYPE") || // the topic's key holds no stream
+		redis.HasErrorPrefix(err, "NOPERM") || // the user may not write to the topic's key
+		redis.HasErrorPrefix(err, "ERR Protocol error: invalid bulk length") // above proto-max-bulk-len
+}
 
 type subscriber struct {
 	*redisstream.Subscriber
@@ -256,6 +288,39 @@ func (l quietLogger) With(fields watermill.LogFields) watermill.LoggerAdapter {
 // decode) instead of stopping the subscription.
 type marshaller struct {
 	redisstream.DefaultMarshallerUnmarshaller
+	// maxBulkLen is the server's proto-max-bulk-len (0: unknown).
+	maxBulkLen int64
+}
+
+// errReservedMetadata is returned for a message whose metadata holds the
+// key reserved for the message UUID.
+var errReservedMetadata = errors.New("reserved metadata key")
+
+// Marshal refuses a message Redis would refuse: with a field larger than
+// the server's proto-max-bulk-len. Redis closes the connection on such an
+// argument, so sending it fails with its error or with a reset connection,
+// indistinguishable from an outage.
+func (m marshaller) Marshal(topic string, msg *message.Message) (map[string]any, error) {
+	if msg.Metadata.Get(redisstream.UUIDHeaderKey) != "" {
+		return nil, fmt.Errorf("%w %s", errReservedMetadata, redisstream.UUIDHeaderKey)
+	}
+	values, err := m.DefaultMarshallerUnmarshaller.Marshal(topic, msg)
+	if err != nil || m.maxBulkLen == 0 {
+		return values, err
+	}
+	for k, v := range values {
+		var n int
+		switch v := v.(type) {
+		case string:
+			n = len(v)
+		case []byte:
+			n = len(v)
+		}
+		if int64(n) > m.maxBulkLen {
+			return nil, fmt.Errorf("%w: its %s has %d bytes, above the server's proto-max-bulk-len %d", errTooLarge, k, n, m.maxBulkLen)
+		}
+	}
+	return values, nil
 }
 
 // metadataUndecodable is set on a message whose metadata did not decode.

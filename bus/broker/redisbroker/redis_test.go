@@ -14,7 +14,10 @@ import (
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
 func TestConformance(t *testing.T) {
-	brokertest.Run(t, brokertest.Features{OrderPerAggregate: true}, func(t *testing.T) string { return servers.Redis(t) })
+	brokertest.Run(t, brokertest.Features{
+		OrderPerAggregate: true,
+		Refusal:           &brokertest.Refusal{Title: brokertest.OversizedTitle(servers.RedisMaxBulkLen), Error: "above the server's proto-max-bulk-len"},
+	}, func(t *testing.T) string { return servers.Redis(t) })
 }
 
 func TestOpenErrors(t *testing.T) {

@@ -8,17 +8,32 @@
 // group reads a topic at a time, in commit order, so every consumer sees
 // the order in which the relay published (per aggregate and overall).
 // Tables are created on first use.
+//
+// Permanent errors (bus.Permanent: the relay dead-letters the event instead
+// of retrying it for as long as it fails): a topic name watermill-sql does
+// not accept, and the PostgreSQL errors about the row itself: SQLSTATE
+// class 22, data exception (a payload or metadata that is not valid JSON,
+// 22P02; a character the database's encoding cannot hold, 22P05; bytes
+// that are not valid in it, 22021; a value too long, 22001), 23502 and
+// 23514 (a NOT NULL or CHECK constraint added to the table refuses the
+// row), 54000 (a value or row beyond PostgreSQL's limits) and 42501 (the
+// user may not write to the topic's table). Everything else, connection
+// failures, timeouts, serialization failures, a read-only standby, a full
+// disk, is retried for as long as it lasts.
 package sqlbroker
 
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"net/url"
+	"strings"
 
 	"github.com/ThreeDotsLabs/watermill"
 	wsql "github.com/ThreeDotsLabs/watermill-sql/v3/pkg/sql"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 
@@ -35,6 +50,7 @@ type sqlBroker struct {
 	db     *sql.DB
 	pub    *wsql.Publisher
 	logger watermill.LoggerAdapter
+	u      *url.URL
 
 	subs broker.Subscribers
 }
@@ -60,10 +76,32 @@ func Open(ctx context.Context, u *url.URL, opts broker.Options) (broker.Broker, 
 		pool.Close()
 		return nil, fmt.Errorf("sqlbroker: publisher: %w", err)
 	}
-	return &sqlBroker{pool: pool, db: db, pub: pub, logger: logger}, nil
+	return &sqlBroker{pool: pool, db: db, pub: pub, logger: logger, u: u}, nil
 }
 
-func (b *sqlBroker) Publisher() message.Publisher { return b.pub }
+func (b *sqlBroker) Publisher() message.Publisher {
+	return broker.Publisher{Publisher: b.pub, Name: "sqlbroker", URL: b.u, Permanent: permanent}
+}
+
+// permanent reports whether a publish error is one PostgreSQL returns for
+// these rows however often they are inserted (see the package doc).
+func permanent(err error) bool {
+	if errors.Is(err, wsql.ErrInvalidTopicName) {
+		return true
+	}
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return false
+	}
+	switch pgErr.Code {
+	case "23502", // not_null_violation
+		"23514", // check_violation
+		"54000", // program_limit_exceeded
+		"42501": // insufficient_privilege
+		return true
+	}
+	return strings.HasPrefix(pgErr.Code, "22") // class 22, data exception
+}
 
 func (b *sqlBroker) Subscriber(group string) (message.Subscriber, error) {
 	sub, err := broker.Track(&b.subs, func() (*wsql.Subscriber, error) {

@@ -8,7 +8,7 @@ import (
 
 // NATS starts an embedded NATS server with JetStream, storing in a temporary
 // directory, on a free loopback port, and returns its URL
-// (nats://127.0.0.1:PORT). It stops at the test's cleanup.
+// (nats://127.0.0.1:PORT). Its max_payload is MaxMessageSize. It stops at the test's cleanup.
 func NATS(tb testing.TB) string {
 	tb.Helper()
 	s, err := server.NewServer(&server.Options{
@@ -17,6 +17,7 @@ func NATS(tb testing.TB) string {
 		Port:       server.RANDOM_PORT,
 		HTTPPort:   0,
 		JetStream:  true,
+		MaxPayload: MaxMessageSize,
 		StoreDir:   tb.TempDir(),
 		NoLog:      true,
 		NoSigs:     true,

@@ -40,6 +40,8 @@ var rabbit struct {
 // subtests, call RabbitMQ in the parent test too. Isolate tests sharing it
 // with unique queue and exchange names.
 //
+// Its max_message_size is MaxMessageSize.
+//
 // It needs the Debian package rabbitmq-server (and its epmd), and takes 5-10
 // seconds to boot.
 func RabbitMQ(tb testing.TB) string {
@@ -140,7 +142,7 @@ func tryStartRabbitMQ(epmdBin string) (s *rabbitServer, err error) {
 	}
 
 	files := map[string]string{
-		"rabbitmq.conf":   "disk_free_limit.absolute = 10MB\n",
+		"rabbitmq.conf":   "disk_free_limit.absolute = 10MB\nmax_message_size = " + strconv.Itoa(MaxMessageSize) + "\n",
 		"enabled_plugins": "[].\n",
 	}
 	for name, content := range files {

@@ -13,7 +13,8 @@ import (
 
 // Redis starts a private redis-server (no persistence, data directory in a
 // temporary directory) on a free loopback port and returns its URL
-// (redis://127.0.0.1:PORT/0). It stops at the test's cleanup.
+// (redis://127.0.0.1:PORT/0). Its proto-max-bulk-len is RedisMaxBulkLen. It
+// stops at the test's cleanup.
 //
 // It needs the redis-server binary (Debian package redis-server).
 func Redis(tb testing.TB) string {
@@ -29,7 +30,7 @@ func Redis(tb testing.TB) string {
 		cmd := exec.Command(bin,
 			"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
 			"--save", "", "--appendonly", "no", "--dir", dir,
-			"--protected-mode", "yes", "--daemonize", "no", "--loglevel", "warning")
+			"--protected-mode", "yes", "--proto-max-bulk-len", strconv.Itoa(RedisMaxBulkLen), "--daemonize", "no", "--loglevel", "warning")
 		cmd.Dir = dir
 		p, err := startProcess("redis-server", cmd)
 		if err != nil {

@@ -11,6 +11,10 @@
 //     started without its init script, as the calling user, with every
 //     path in a private temporary directory and its own epmd.
 //
+// The servers refuse messages above MaxMessageSize bytes (Redis: arguments
+// above RedisMaxBulkLen), so that tests of what a broker refuses need no
+// large payloads.
+//
 // When a server binary is missing the test is skipped with a hint on how to
 // install it, or fails when the environment variable CI is "true".
 // bash .ci/install-brokers.sh installs both Debian packages.
@@ -31,6 +35,14 @@ import (
 
 	"github.com/edupulse/eventbus/internal/childproc"
 )
+
+// MaxMessageSize is the largest message the NATS (max_payload), Kafka
+// (message.max.bytes) and RabbitMQ (max_message_size) servers accept.
+const MaxMessageSize = 64 << 10
+
+// RedisMaxBulkLen is the largest argument the Redis server accepts
+// (proto-max-bulk-len; Redis allows no less than 1 MiB).
+const RedisMaxBulkLen = 1 << 20
 
 const (
 	// readyTimeout bounds waiting for a server to accept connections.
