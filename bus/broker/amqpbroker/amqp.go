@@ -36,6 +36,20 @@
 // prefetch=1, also after a redelivery). With several subscribers in a group,
 // messages are spread over them regardless of the aggregate: per-aggregate
 // order holds only per subscriber.
+//
+// Permanent errors (bus.Permanent: the relay dead-letters the event instead
+// of retrying it for as long as it fails): the broker closing the
+// publishing channel with 406 PRECONDITION_FAILED (a message above the
+// server's max_message_size, 128 MiB by default), 311
+// CONTENT_TOO_LARGE, or 403 ACCESS_REFUSED (the user may not write to the
+// topic's exchange, or declare it). A 406 when declaring the exchange (one
+// exists under the topic's name with another type or arguments) is not: it
+// is for an operator to resolve, and the events wait meanwhile. Everything
+// else, a lost connection, 404 (the exchange deleted: it is declared
+// again), a negative confirm (basic.nack, the broker's internal trouble or
+// a full queue rejecting publishes), a confirm timeout, is retried for as
+// long as it lasts. The publisher keeps its own channels to tell these
+// apart: watermill-amqp's reports "delivery not confirmed" for all of them.
 package amqpbroker
 
 import (
@@ -118,8 +132,8 @@ func positive(q url.Values, key string, def int) (int, error) {
 	return n, nil
 }
 
-// wmConfig is the watermill-amqp configuration; group names the queues of a
-// subscriber ("" for the publisher).
+// wmConfig is the watermill-amqp configuration of a subscriber; group names
+// its queues. The publisher (publisher.go) declares the same exchanges.
 func (c config) wmConfig(group string) wamqp.Config {
 	var queueArgs amqp.Table
 	if c.queueType != "classic" {
@@ -141,9 +155,7 @@ func (c config) wmConfig(group string) wamqp.Config {
 		},
 		QueueBind: wamqp.QueueBindConfig{GenerateRoutingKey: noRoutingKey},
 		Publish: wamqp.PublishConfig{
-			GenerateRoutingKey: noRoutingKey,
-			ConfirmDelivery:    true,
-			ChannelPoolSize:    c.channels,
+			GenerateRoutingKey: noRoutingKey, // required by its validation
 		},
 		Consume: wamqp.ConsumeConfig{
 			Qos: wamqp.QosConfig{PrefetchCount: c.prefetch},
@@ -159,7 +171,8 @@ type amqpBroker struct {
 	cfg    config
 	u      *url.URL
 	logger watermill.LoggerAdapter
-	pub    *wamqp.Publisher
+	conn   *wamqp.ConnectionWrapper // the publisher's
+	pub    *publisher
 
 	subs broker.Subscribers
 }
@@ -171,14 +184,16 @@ func Open(_ context.Context, u *url.URL, opts broker.Options) (broker.Broker, er
 		return nil, err
 	}
 	logger := watermill.NewSlogLogger(opts.Logger)
-	pub, err := wamqp.NewPublisher(cfg.wmConfig(""), logger)
+	conn, err := wamqp.NewConnection(wamqp.ConnectionConfig{AmqpURI: cfg.uri}, logger)
 	if err != nil {
-		return nil, fmt.Errorf("amqpbroker: publisher: %w", err)
+		return nil, fmt.Errorf("amqpbroker: publisher: %s", broker.RedactError(err, u))
 	}
-	return &amqpBroker{cfg: cfg, u: u, logger: logger, pub: pub}, nil
+	return &amqpBroker{cfg: cfg, u: u, logger: logger, conn: conn, pub: newPublisher(conn, cfg.channels)}, nil
 }
 
-func (b *amqpBroker) Publisher() message.Publisher { return publisher{b.pub} }
+func (b *amqpBroker) Publisher() message.Publisher {
+	return broker.Publisher{Publisher: b.pub, Name: "amqpbroker", URL: b.u, Permanent: permanent}
+}
 
 func (b *amqpBroker) Subscriber(group string) (message.Subscriber, error) {
 	if group == "" {
@@ -202,24 +217,12 @@ func (b *amqpBroker) Close() error {
 	if err != nil {
 		errs = append(errs, fmt.Errorf("amqpbroker: close subscribers: %w", err))
 	}
-	if err := b.pub.Close(); err != nil {
+	_ = b.pub.Close()
+	if err := b.conn.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("amqpbroker: close publisher: %w", err))
 	}
 	return errors.Join(errs...)
 }
-
-// publisher wraps errors with the topic and keeps callers from closing the
-// broker's publisher.
-type publisher struct{ p *wamqp.Publisher }
-
-func (p publisher) Publish(topic string, msgs ...*message.Message) error {
-	if err := p.p.Publish(topic, msgs...); err != nil {
-		return fmt.Errorf("amqpbroker: publish to %s: %w", topic, err)
-	}
-	return nil
-}
-
-func (publisher) Close() error { return nil }
 
 type subscriber struct {
 	*wamqp.Subscriber

@@ -1,0 +1,212 @@
+package amqpbroker
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	wamqp "github.com/ThreeDotsLabs/watermill-amqp/v3/pkg/amqp"
+	"github.com/ThreeDotsLabs/watermill/message"
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// confirmTimeout bounds the wait for the broker's confirm of a message.
+const confirmTimeout = 30 * time.Second
+
+// publisher publishes with publisher confirms, on channels of its own over
+// watermill-amqp's connection (which reconnects after a failure), in the
+// layout watermill-amqp's subscriber reads. Unlike watermill-amqp's
+// publisher, whose error is "delivery not confirmed" whatever happened, it
+// reports why the broker closed the channel: a message above the broker's
+// max_message_size, a write the user may not make. That is what tells a
+// refusal from an outage.
+type publisher struct {
+	conn      *wamqp.ConnectionWrapper
+	marshaler wamqp.Marshaler
+	chans     chan *pubChannel // free channels, opened on first use
+	done      chan struct{}    // closed by close
+
+	mu         sync.Mutex
+	declared   map[string]bool  // exchanges declared on declaredOn
+	declaredOn *amqp.Connection // the connection of declared
+}
+
+// pubChannel is a channel in confirm mode, and the error the broker closed
+// it with.
+type pubChannel struct {
+	ch     *amqp.Channel
+	closed chan *amqp.Error
+	reason *amqp.Error
+}
+
+func newPublisher(conn *wamqp.ConnectionWrapper, channels int) *publisher {
+	p := &publisher{conn: conn, marshaler: marshaler{}, chans: make(chan *pubChannel, channels), done: make(chan struct{})}
+	for range channels {
+		p.chans <- &pubChannel{}
+	}
+	return p
+}
+
+// errPublisherClosed is returned by Publish once the broker is closed.
+var errPublisherClosed = errors.New("publisher closed")
+
+// errDeclare marks the failure to declare a topic's exchange.
+var errDeclare = errors.New("declare exchange")
+
+// Publish implements message.Publisher. It returns once the broker
+// confirmed every message.
+func (p *publisher) Publish(topic string, msgs ...*message.Message) error {
+	var pc *pubChannel
+	select {
+	case <-p.done:
+		return errPublisherClosed
+	default:
+	}
+	select {
+	case pc = <-p.chans:
+	case <-p.done:
+		return errPublisherClosed
+	}
+	defer func() { p.chans <- pc }()
+	if !p.conn.IsConnected() {
+		return errors.New("not connected to the broker")
+	}
+	conn := p.conn.Connection()
+	if pc.ch == nil || pc.ch.IsClosed() {
+		if err := pc.open(conn); err != nil {
+			return err
+		}
+	}
+	if err := p.declare(conn, pc, topic); err != nil {
+		return err
+	}
+	confirms := make([]*amqp.DeferredConfirmation, 0, len(msgs))
+	for _, msg := range msgs {
+		pub, err := p.marshaler.Marshal(msg)
+		if err != nil {
+			return fmt.Errorf("marshal message %s: %w", msg.UUID, err)
+		}
+		dc, err := pc.ch.PublishWithDeferredConfirmWithContext(msg.Context(), topic, "", false, false, pub)
+		if err != nil {
+			return fmt.Errorf("message %s: %w", msg.UUID, pc.closeReason(err))
+		}
+		confirms = append(confirms, dc)
+	}
+	timeout := time.NewTimer(confirmTimeout)
+	defer timeout.Stop()
+	for i, dc := range confirms {
+		select {
+		case <-dc.Done():
+		case <-timeout.C:
+			_ = pc.ch.Close() // confirms may come late on it: use another
+			return fmt.Errorf("message %s: not confirmed within %v", msgs[i].UUID, confirmTimeout)
+		}
+		if dc.Acked() {
+			continue
+		}
+		if pc.ch.IsClosed() {
+			err := pc.closeReason(amqp.ErrClosed)
+			if isCode(err, amqp.NotFound) {
+				p.forget(topic) // the exchange was deleted: declare it again next time
+			}
+			return fmt.Errorf("message %s: %w", msgs[i].UUID, err)
+		}
+		return fmt.Errorf("message %s: the broker refused it (basic.nack)", msgs[i].UUID)
+	}
+	return nil
+}
+
+// declare declares the topic's fanout exchange, once per connection.
+func (p *publisher) declare(conn *amqp.Connection, pc *pubChannel, topic string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.declaredOn != conn {
+		p.declaredOn, p.declared = conn, map[string]bool{}
+	}
+	if p.declared[topic] {
+		return nil
+	}
+	if err := pc.ch.ExchangeDeclare(topic, "fanout", true, false, false, false, nil); err != nil {
+		return fmt.Errorf("%w %s: %w", errDeclare, topic, pc.closeReason(err))
+	}
+	p.declared[topic] = true
+	return nil
+}
+
+func (p *publisher) forget(topic string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.declared, topic)
+}
+
+// Close implements message.Publisher: publishes waiting for a channel
+// fail, and the broker closes the connection.
+func (p *publisher) Close() error {
+	select {
+	case <-p.done:
+	default:
+		close(p.done)
+	}
+	return nil
+}
+
+func (pc *pubChannel) open(conn *amqp.Connection) error {
+	ch, err := conn.Channel()
+	if err != nil {
+		return fmt.Errorf("open channel: %w", err)
+	}
+	if err := ch.Confirm(false); err != nil {
+		_ = ch.Close()
+		return fmt.Errorf("confirm mode: %w", err)
+	}
+	pc.ch, pc.closed, pc.reason = ch, ch.NotifyClose(make(chan *amqp.Error, 1)), nil
+	return nil
+}
+
+// closeReason returns the error the broker closed the channel with, if it
+// did, or else err. The client announces the reason before it fails the
+// channel's calls and confirms.
+func (pc *pubChannel) closeReason(err error) error {
+	if pc.reason == nil {
+		select {
+		case e, ok := <-pc.closed:
+			if ok && e != nil {
+				pc.reason = e
+			}
+		default:
+		}
+	}
+	if pc.reason != nil {
+		return pc.reason
+	}
+	return err
+}
+
+// isCode reports whether err is an AMQP error with one of codes.
+func isCode(err error, codes ...int) bool {
+	var e *amqp.Error
+	if !errors.As(err, &e) {
+		return false
+	}
+	for _, c := range codes {
+		if e.Code == c {
+			return true
+		}
+	}
+	return false
+}
+
+// permanent reports whether a publish error is one RabbitMQ returns for
+// these messages however often they are sent (see the package doc): the
+// broker closed the channel with 406 PRECONDITION_FAILED (a message above
+// max_message_size), 311 CONTENT_TOO_LARGE or 403 ACCESS_REFUSED (the user
+// may not write to the topic's exchange). For the exchange's declaration,
+// only 403 is: a 406 there is an exchange of another type or arguments, a
+// conflict for an operator to resolve, during which events wait.
+func permanent(err error) bool {
+	if errors.Is(err, errDeclare) {
+		return isCode(err, amqp.AccessRefused)
+	}
+	return isCode(err, amqp.PreconditionFailed, amqp.ContentTooLarge, amqp.AccessRefused)
+}
