@@ -13,8 +13,9 @@ import (
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
-// TestConformance also runs the groups test: RabbitMQ takes seconds to boot,
-// and one server serves the subtests of a test that holds it.
+// TestConformance also runs the groups test and the test of permanent
+// errors: RabbitMQ takes seconds to boot, and one server serves the
+// subtests of a test that holds it.
 func TestConformance(t *testing.T) {
 	servers.RabbitMQ(t)
 	brokertest.Run(t, brokertest.Features{
@@ -25,6 +26,7 @@ func TestConformance(t *testing.T) {
 	t.Run("GroupsQuorumQueues", func(t *testing.T) {
 		brokertest.RunGroups(t, servers.RabbitMQ(t)+"?queue_type=quorum&prefetch=8&channels=2")
 	})
+	t.Run("PermanentErrors", testPermanentErrors)
 }
 
 func TestOpenErrors(t *testing.T) {

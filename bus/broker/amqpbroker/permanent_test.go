@@ -14,10 +14,11 @@ import (
 	"github.com/edupulse/eventbus/internal/brokertest/servers"
 )
 
-// TestPermanentErrors publishes what a real RabbitMQ refuses for good and
+// testPermanentErrors publishes what a real RabbitMQ refuses for good and
 // what it refuses for a while, and checks which errors are permanent, and
-// that the publisher goes on after the broker closed its channel.
-func TestPermanentErrors(t *testing.T) {
+// that the publisher goes on after the broker closed its channel. It runs
+// in TestConformance, on its server.
+func testPermanentErrors(t *testing.T) {
 	url := servers.RabbitMQ(t)
 	b, err := broker.Open(context.Background(), url+"?channels=1", broker.Options{})
 	if err != nil {
