@@ -200,13 +200,25 @@ func TestMoreRelayProcessesAreNotSlower(t *testing.T) {
 		t.Skip("load test skipped in -short mode")
 	}
 	const n = 3000
-	one, oneErrs := drain(t, 1, n)
-	five, fiveErrs := drain(t, 5, n)
-	t.Logf("%d events drained by 1 relay in %s, by 5 relays in %s", n, one.Round(time.Millisecond), five.Round(time.Millisecond))
-	if oneErrs != 0 || fiveErrs != 0 {
-		t.Fatalf("relays logged %d errors alone and %d as five, want none", oneErrs, fiveErrs)
+	// Alternate the two, twice, and compare the best of each: a loaded
+	// machine slows single runs down, not the best of two.
+	var one, five []time.Duration
+	for range 2 {
+		for _, relays := range []int{1, 5} {
+			d, errs := drain(t, relays, n)
+			if errs != 0 {
+				t.Fatalf("%d relays logged %d errors, want none", relays, errs)
+			}
+			if relays == 1 {
+				one = append(one, d)
+			} else {
+				five = append(five, d)
+			}
+		}
 	}
-	if five > one*5/4+200*time.Millisecond {
-		t.Fatalf("5 relays took %s, 1 relay %s: more relays are slower", five, one)
+	bestOne, bestFive := slices.Min(one), slices.Min(five)
+	t.Logf("%d events drained by 1 relay in %v, by 5 relays in %v", n, one, five)
+	if bestFive > bestOne*5/4+200*time.Millisecond {
+		t.Fatalf("5 relays took at best %s, 1 relay %s: more relays are slower", bestFive, bestOne)
 	}
 }

@@ -470,6 +470,12 @@ func testPoison(t *testing.T, f Features, url string) {
 			t.Errorf("dead letter %s reason %q, want it to say %q", id, reason, wantErr)
 		}
 	}
+	// The consumer counts a dead letter after the publish that delivered
+	// it to the subscriber above returned: wait for the count.
+	countDeadline := time.Now().Add(f.Timeout)
+	for app.Consumer.Stats().DeadLettered < 2 && time.Now().Before(countDeadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
 	if n := app.Consumer.Stats().DeadLettered; n != 2 {
 		t.Errorf("consumer counted %d dead letters, want 2", n)
 	}
