@@ -6,7 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -164,7 +167,12 @@ type handlerFunc func(ctx context.Context, ev Event) error
 
 type txHandlerFunc func(ctx context.Context, tx pgx.Tx, ev Event) ([]Event, error)
 
-// route is the handlers of one wire name, those of every event included.
+// ErrConsumerStarted is returned by On, OnTx, OnAny and OnAnyTx once Run
+// has been called: the handlers are fixed when the consumer starts.
+var ErrConsumerStarted = errors.New("bus: consumer already started; register handlers before Run")
+
+// route is the handlers of one wire name and version, those of every event
+// included.
 type route struct {
 	plain []handlerFunc
 	tx    []txHandlerFunc
@@ -177,6 +185,13 @@ type route struct {
 // transaction that also records the event in the inbox, so their effects
 // happen once per event: a redelivered event is recognised and skipped.
 //
+// Typed handlers are keyed by wire name and version: On[T] receives the
+// events of T's name and version only. A message of a version that no
+// handler takes, while another version of its name has handlers, is
+// dead-lettered with a reason wrapping ErrUnknownVersion (unless an OnAny or
+// OnAnyTx handler takes every event). Messages of a name without any
+// handler are acked.
+//
 // Register handlers before Run; a Consumer runs once.
 type Consumer struct {
 	cfg    ConsumerConfig
@@ -185,9 +200,12 @@ type Consumer struct {
 	q      *db.Queries
 
 	mu         sync.Mutex
-	plain      map[string][]handlerFunc // by wire name; "" is any event
-	tx         map[string][]txHandlerFunc
-	routes     map[string]route // set by Run: the handlers of each wire name
+	started    bool
+	regErrs    []error                   // failed registrations, refused again by Run
+	plain      map[typeKey][]handlerFunc // by wire name and version; the zero key is any event
+	tx         map[typeKey][]txHandlerFunc
+	routes     map[typeKey]route // set by Run: the handlers of each registered type
+	versions   map[string][]int  // set by Run: the versions with typed handlers, by name
 	stopping   atomic.Bool
 	router     *message.Router
 	handled    atomic.Int64
@@ -210,50 +228,105 @@ func NewConsumer(cfg ConsumerConfig) (*Consumer, error) {
 	return &Consumer{
 		cfg: cfg, logger: logger, q: db.New(), router: router,
 		tracer: cfg.TracerProvider.Tracer("github.com/edupulse/eventbus/bus"),
-		plain:  map[string][]handlerFunc{}, tx: map[string][]txHandlerFunc{},
+		plain:  map[typeKey][]handlerFunc{}, tx: map[typeKey][]txHandlerFunc{},
 	}, nil
 }
 
-// On registers fn for events of type T. fn may run more than once for one
-// event (at-least-once delivery); use OnTx for exactly-once effects.
-func On[T Event](c *Consumer, fn func(ctx context.Context, ev T) error) {
-	name := (*new(T)).EventName()
+// handlerKey returns the wire name and version of the event type T, read
+// from its zero value, and refuses a T that cannot be a handler's type: an
+// interface (use OnAny), a type whose zero value cannot answer EventName
+// (such as a pointer to a generated event), or an event the consumer's
+// registry does not hold (its handler could never run).
+func handlerKey[T Event](c *Consumer, on string) (k typeKey, err error) {
+	typ := reflect.TypeFor[T]()
+	fail := func(format string, args ...any) (typeKey, error) {
+		return typeKey{}, fmt.Errorf("bus: %s[%v]: %s", on, typ, fmt.Sprintf(format, args...))
+	}
+	if typ.Kind() == reflect.Interface {
+		return fail("an interface type cannot be a handler's event type; use OnAny or OnAnyTx with a dispatcher")
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			k, err = fail("EventName or EventVersion panicked on the zero value (%v); register the event type itself, not a pointer to it", p)
+		}
+	}()
+	var zero T
+	k = typeKey{zero.EventName(), zero.EventVersion()}
+	if _, ok := c.cfg.Registry.Lookup(k.name, k.version); !ok {
+		return fail("event %s version %d is not in the consumer's registry", k.name, k.version)
+	}
+	return k, nil
+}
+
+// register adds a handler under key unless the consumer has started, and
+// records a failed registration so that Run refuses to start.
+func (c *Consumer) register(keyErr error, add func()) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.plain[name] = append(c.plain[name], func(ctx context.Context, ev Event) error {
-		return fn(ctx, ev.(T))
+	if c.started {
+		return ErrConsumerStarted
+	}
+	if keyErr != nil {
+		c.regErrs = append(c.regErrs, keyErr)
+		return keyErr
+	}
+	add()
+	return nil
+}
+
+// On registers fn for events of type T, that is of T's wire name and
+// version. fn may run more than once for one event (at-least-once
+// delivery); use OnTx for exactly-once effects.
+//
+// On returns an error, and registers nothing, when T is an interface type,
+// when T's name and version are not in the consumer's registry, or after
+// Run (ErrConsumerStarted). Run then fails with the same error, so a
+// registration error cannot go unnoticed.
+func On[T Event](c *Consumer, fn func(ctx context.Context, ev T) error) error {
+	k, err := handlerKey[T](c, "On")
+	return c.register(err, func() {
+		c.plain[k] = append(c.plain[k], func(ctx context.Context, ev Event) error {
+			t, ok := ev.(T)
+			if !ok {
+				return Permanent(fmt.Errorf("handler for %T was given a %T", t, ev))
+			}
+			return fn(ctx, t)
+		})
 	})
 }
 
-// OnTx registers fn for events of type T, run in a transaction on the
-// consumer's Pool that first records (group, event id) in the inbox. If the
-// inbox already holds the event, fn is skipped and the message acked. The
-// events fn returns are published through the Outbox in the same
-// transaction (chained events). Effects of fn and the inbox mark commit
-// together, then the message is acked.
-func OnTx[T Event](c *Consumer, fn func(ctx context.Context, tx pgx.Tx, ev T) ([]Event, error)) {
-	name := (*new(T)).EventName()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.tx[name] = append(c.tx[name], func(ctx context.Context, tx pgx.Tx, ev Event) ([]Event, error) {
-		return fn(ctx, tx, ev.(T))
+// OnTx registers fn for events of type T (T's wire name and version), run
+// in a transaction on the consumer's Pool that first records (group, event
+// id) in the inbox. If the inbox already holds the event, fn is skipped and
+// the message acked. The events fn returns are published through the Outbox
+// in the same transaction (chained events). Effects of fn and the inbox mark
+// commit together, then the message is acked.
+//
+// OnTx returns an error in the same cases as On.
+func OnTx[T Event](c *Consumer, fn func(ctx context.Context, tx pgx.Tx, ev T) ([]Event, error)) error {
+	k, err := handlerKey[T](c, "OnTx")
+	return c.register(err, func() {
+		c.tx[k] = append(c.tx[k], func(ctx context.Context, tx pgx.Tx, ev Event) ([]Event, error) {
+			t, ok := ev.(T)
+			if !ok {
+				return nil, Permanent(fmt.Errorf("handler for %T was given a %T", t, ev))
+			}
+			return fn(ctx, tx, t)
+		})
 	})
 }
 
-// OnAny registers fn for every event; generated code passes its exhaustive
-// dispatcher here: c.OnAny(func(ctx context.Context, ev bus.Event) error {
-// return gen.Dispatch(ctx, handler, ev) }).
-func (c *Consumer) OnAny(fn func(ctx context.Context, ev Event) error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.plain[""] = append(c.plain[""], fn)
+// OnAny registers fn for every event, of every name and version; generated
+// code passes its exhaustive dispatcher here: c.OnAny(func(ctx
+// context.Context, ev bus.Event) error { return gen.Dispatch(ctx, handler,
+// ev) }). It returns ErrConsumerStarted after Run.
+func (c *Consumer) OnAny(fn func(ctx context.Context, ev Event) error) error {
+	return c.register(nil, func() { c.plain[typeKey{}] = append(c.plain[typeKey{}], fn) })
 }
 
-// OnAnyTx is OnTx for every event.
-func (c *Consumer) OnAnyTx(fn func(ctx context.Context, tx pgx.Tx, ev Event) ([]Event, error)) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.tx[""] = append(c.tx[""], fn)
+// OnAnyTx is OnTx for every event. It returns ErrConsumerStarted after Run.
+func (c *Consumer) OnAnyTx(fn func(ctx context.Context, tx pgx.Tx, ev Event) ([]Event, error)) error {
+	return c.register(nil, func() { c.tx[typeKey{}] = append(c.tx[typeKey{}], fn) })
 }
 
 // Group returns the consumer group.
@@ -271,16 +344,30 @@ func (c *Consumer) Running() <-chan struct{} { return c.router.Running() }
 // most CloseTimeout) and returns.
 func (c *Consumer) Run(ctx context.Context) error {
 	c.mu.Lock()
+	if c.started {
+		c.mu.Unlock()
+		return fmt.Errorf("bus: consumer %s: Run called twice", c.cfg.Group)
+	}
+	c.started = true
+	regErr := errors.Join(c.regErrs...)
 	needTx := len(c.tx) > 0
-	// The handlers are fixed from here on: resolve each wire name's once.
-	c.routes = make(map[string]route)
-	for _, name := range c.cfg.Registry.Names() {
-		c.routes[name] = route{
-			plain: slices.Concat(c.plain[name], c.plain[""]),
-			tx:    slices.Concat(c.tx[name], c.tx[""]),
+	// The handlers are fixed from here on: resolve each event type's once.
+	c.routes = make(map[typeKey]route)
+	c.versions = make(map[string][]int)
+	for _, t := range c.cfg.Registry.Types() {
+		k := typeKey{t.Name, t.Version}
+		c.routes[k] = route{
+			plain: slices.Concat(c.plain[k], c.plain[typeKey{}]),
+			tx:    slices.Concat(c.tx[k], c.tx[typeKey{}]),
+		}
+		if len(c.plain[k])+len(c.tx[k]) > 0 {
+			c.versions[t.Name] = append(c.versions[t.Name], t.Version)
 		}
 	}
 	c.mu.Unlock()
+	if regErr != nil {
+		return fmt.Errorf("bus: consumer %s: handler registration failed: %w", c.cfg.Group, regErr)
+	}
 	if needTx && c.cfg.Pool == nil {
 		return errors.New("bus: consumer: OnTx handlers need ConsumerConfig.Pool")
 	}
@@ -361,8 +448,17 @@ func (c *Consumer) handle(msg *message.Message) error {
 }
 
 func (c *Consumer) dispatch(ctx context.Context, ev Event) error {
-	rt := c.routes[ev.EventName()] // a decoded event's name is registered
+	rt := c.routes[typeKey{ev.EventName(), ev.EventVersion()}] // a decoded event's type is registered
 	plain, txs := rt.plain, rt.tx
+	if len(plain)+len(txs) == 0 {
+		if versions := c.versions[ev.EventName()]; len(versions) > 0 {
+			// Another version of this name has handlers: the consumer
+			// expects the name, and this version would be lost silently.
+			return Permanent(fmt.Errorf("consumer %s has no handler for %s version %d (handles version %s): %w",
+				c.cfg.Group, ev.EventName(), ev.EventVersion(), joinInts(versions), ErrUnknownVersion))
+		}
+		return nil // a name this consumer does not handle
+	}
 	for _, h := range plain {
 		if err := h(ctx, ev); err != nil {
 			return fmt.Errorf("handle %s %s: %w", ev.EventName(), ev.Envelope().ID, err)
@@ -396,6 +492,14 @@ func (c *Consumer) dispatch(ctx context.Context, ev Event) error {
 		}
 		return nil
 	})
+}
+
+func joinInts(vs []int) string {
+	s := make([]string, len(vs))
+	for i, v := range vs {
+		s[i] = strconv.Itoa(v)
+	}
+	return strings.Join(s, ", ")
 }
 
 func uuidToPg(id uuid.UUID) pgtype.UUID { return pgtype.UUID{Bytes: id, Valid: true} }

@@ -69,14 +69,18 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	bus.OnTx(badges, awardBadges(cfg.BadgeEvery))
+	if err := bus.OnTx(badges, awardBadges(cfg.BadgeEvery)); err != nil {
+		return err
+	}
 
 	notifications, err := newConsumer(b, pool, outbox, logger, "notifications", nil)
 	if err != nil {
 		return err
 	}
 	note := &notifier{logger: logger, stats: stats}
-	notifications.OnAny(func(ctx context.Context, ev bus.Event) error { return gen.Dispatch(ctx, note, ev) })
+	if err := notifications.OnAny(func(ctx context.Context, ev bus.Event) error { return gen.Dispatch(ctx, note, ev) }); err != nil {
+		return err
+	}
 
 	relayMiddlewares := []message.HandlerMiddleware{countRelayed(stats)}
 	if cfg.MetricsAddr != "" {

@@ -83,13 +83,16 @@ func run(ctx context.Context, dbURL string, out io.Writer) error {
 		return err
 	}
 	var applied atomic.Int64
-	bus.OnTx(consumer, func(ctx context.Context, tx pgx.Tx, e gen.PulseCreated) ([]bus.Event, error) {
+	err = bus.OnTx(consumer, func(ctx context.Context, tx pgx.Tx, e gen.PulseCreated) ([]bus.Event, error) {
 		// Print, then count: the main goroutine waits on the count before
 		// it prints again, so the two never write at once.
 		fmt.Fprintf(out, "  consumer: applied %q\n", e.Title)
 		applied.Add(1)
 		return nil, nil
 	})
+	if err != nil {
+		return err
+	}
 	relay, err := bus.NewRelay(bus.RelayConfig{Pool: pool, Publisher: b.Publisher(), Logger: logger, MaxAttempts: 2})
 	if err != nil {
 		return err
