@@ -83,9 +83,10 @@ type ConsumerConfig struct {
 	// HandlerTimeout bounds one attempt of the handlers of one message.
 	// Defaults to 30 seconds.
 	HandlerTimeout time.Duration
-	// InboxRetention is how long inbox rows are kept: a redelivery older
-	// than that is no longer recognised. Defaults to 7 days; negative
-	// disables the inbox cleaner.
+	// InboxRetention is how long the group's inbox rows are kept: a
+	// redelivery older than that is no longer recognised. Each consumer
+	// cleans its own group's rows only, so groups can keep different
+	// retentions. Defaults to 7 days; negative disables the inbox cleaner.
 	InboxRetention time.Duration
 	// InboxCleanInterval defaults to 10 minutes.
 	InboxCleanInterval time.Duration
@@ -504,7 +505,8 @@ func joinInts(vs []int) string {
 
 func uuidToPg(id uuid.UUID) pgtype.UUID { return pgtype.UUID{Bytes: id, Valid: true} }
 
-// cleanInbox deletes inbox rows older than the retention, periodically.
+// cleanInbox deletes the group's inbox rows older than the retention,
+// periodically; other groups' rows are left to their own consumers.
 func (c *Consumer) cleanInbox(ctx context.Context) {
 	t := time.NewTicker(c.cfg.InboxCleanInterval)
 	defer t.Stop()
@@ -515,7 +517,8 @@ func (c *Consumer) cleanInbox(ctx context.Context) {
 		case <-t.C:
 		}
 		before := pgtype.Timestamptz{Time: time.Now().Add(-c.cfg.InboxRetention), Valid: true}
-		if _, err := c.q.DeleteInboxBefore(ctx, c.cfg.Pool, before); err != nil && ctx.Err() == nil {
+		arg := db.DeleteInboxBeforeParams{ConsumerGroup: c.cfg.Group, Before: before}
+		if _, err := c.q.DeleteInboxBefore(ctx, c.cfg.Pool, arg); err != nil && ctx.Err() == nil {
 			c.logger.Error("Inbox cleaner failed", err, nil)
 		}
 	}

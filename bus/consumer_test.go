@@ -174,6 +174,57 @@ func TestConsumerInboxChainsAndCleans(t *testing.T) {
 	})
 }
 
+// Issue 10.2: each consumer's inbox cleaner deletes its own group's rows
+// with its own retention, never another group's.
+func TestConsumerInboxCleanedPerGroup(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool, _ := newOutboxDB(t, 1)
+	start := func(group string, retention time.Duration) (*bus.Consumer, message.Publisher) {
+		gc := newGoChannel(t)
+		c, err := bus.NewConsumer(bus.ConsumerConfig{Registry: pingRegistry, Subscriber: gc, Group: group,
+			DeadLetter: gc, Pool: pool, Logger: testLogger(),
+			InboxRetention: retention, InboxCleanInterval: 50 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := bus.OnTx(c, func(context.Context, pgx.Tx, pingV1) ([]bus.Event, error) { return nil, nil }); err != nil {
+			t.Fatal(err)
+		}
+		startConsumer(t, c)
+		return c, gc
+	}
+	// Rows ten minutes old in both groups: past the short retention, well
+	// within the long one.
+	for _, group := range []string{"short", "long"} {
+		if _, err := pool.Exec(ctx, `INSERT INTO eventbus_inbox (consumer_group, event_id, received_at)
+			VALUES ($1, $2, now() - interval '10 minutes')`, group, uuid.New()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	long, longPub := start("long", time.Hour)
+	short, shortPub := start("short", 300*time.Millisecond)
+	ev := newPingV1("both")
+	publishPing(t, longPub, ev)
+	publishPing(t, shortPub, ev)
+	waitFor(t, "both groups handled the event", func() bool {
+		return long.Stats().Handled == 1 && short.Stats().Handled == 1
+	})
+	count := func(group string) int {
+		var n int
+		if err := pool.QueryRow(ctx, "SELECT count(*) FROM eventbus_inbox WHERE consumer_group = $1", group).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	// The short group's cleaner removes both of its rows; the long group's
+	// rows, the old one included, stay.
+	waitFor(t, "short group's inbox cleaned", func() bool { return count("short") == 0 })
+	if n := count("long"); n != 2 {
+		t.Fatalf("long group's inbox rows = %d after the short group's cleaning, want 2", n)
+	}
+}
+
 func TestConsumerConfigValidate(t *testing.T) {
 	_, err := bus.NewConsumer(bus.ConsumerConfig{})
 	if err == nil {

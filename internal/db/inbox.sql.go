@@ -41,11 +41,18 @@ func (q *Queries) CountInbox(ctx context.Context, db DBTX) (int64, error) {
 }
 
 const deleteInboxBefore = `-- name: DeleteInboxBefore :execrows
-DELETE FROM eventbus_inbox WHERE received_at < $1
+DELETE FROM eventbus_inbox WHERE consumer_group = $1 AND received_at < $2
 `
 
-func (q *Queries) DeleteInboxBefore(ctx context.Context, db DBTX, before pgtype.Timestamptz) (int64, error) {
-	result, err := db.Exec(ctx, deleteInboxBefore, before)
+type DeleteInboxBeforeParams struct {
+	ConsumerGroup string
+	Before        pgtype.Timestamptz
+}
+
+// DeleteInboxBefore deletes one consumer group's rows received before the
+// cutoff; other groups keep theirs (each cleans with its own retention).
+func (q *Queries) DeleteInboxBefore(ctx context.Context, db DBTX, arg DeleteInboxBeforeParams) (int64, error) {
+	result, err := db.Exec(ctx, deleteInboxBefore, arg.ConsumerGroup, arg.Before)
 	if err != nil {
 		return 0, err
 	}

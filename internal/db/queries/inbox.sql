@@ -3,7 +3,9 @@ INSERT INTO eventbus_inbox (consumer_group, event_id) VALUES (sqlc.arg(consumer_
 ON CONFLICT DO NOTHING;
 
 -- name: DeleteInboxBefore :execrows
-DELETE FROM eventbus_inbox WHERE received_at < sqlc.arg(before);
+-- DeleteInboxBefore deletes one consumer group's rows received before the
+-- cutoff; other groups keep theirs (each cleans with its own retention).
+DELETE FROM eventbus_inbox WHERE consumer_group = sqlc.arg(consumer_group) AND received_at < sqlc.arg(before);
 
 -- name: CountInbox :one
 SELECT count(*) FROM eventbus_inbox;
