@@ -41,6 +41,9 @@ type childSpec struct {
 	Lanes  int
 	Expect int
 	Group  string
+	// CPUProfile, for a relay process, is where it writes a CPU profile
+	// of its run (from "go" to "stop"); empty writes none.
+	CPUProfile string `json:",omitempty"`
 }
 
 type childReport struct {

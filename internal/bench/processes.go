@@ -170,10 +170,6 @@ func (e *env) drainProcesses(ctx context.Context, d *relayDB, procs int, group s
 	if err != nil {
 		return procResult{}, err
 	}
-	spec, err := json.Marshal(childSpec{Mode: childModeRelayProcess, URL: d.url, Lanes: d.lanes, Group: group})
-	if err != nil {
-		return procResult{}, err
-	}
 	var children []*relayChild
 	defer func() {
 		// Closing stdin stops a child that is still running; its relay
@@ -185,7 +181,15 @@ func (e *env) drainProcesses(ctx context.Context, d *relayDB, procs int, group s
 			_ = c.cmd.Wait()
 		}
 	}()
-	for range procs {
+	for i := range procs {
+		cs := childSpec{Mode: childModeRelayProcess, URL: d.url, Lanes: d.lanes, Group: group}
+		if e.cfg.CPUProfile != "" {
+			cs.CPUProfile = fmt.Sprintf("%s.%s-%d", e.cfg.CPUProfile, group, i+1)
+		}
+		spec, err := json.Marshal(cs)
+		if err != nil {
+			return procResult{}, err
+		}
 		c := &relayChild{cmd: exec.CommandContext(ctx, exe)}
 		c.cmd.Env = append(os.Environ(), childEnvVar+"="+string(spec))
 		c.cmd.Stderr = &c.stderr
@@ -320,6 +324,17 @@ func relayProcessMain(s childSpec, stdin io.Reader, stdout, stderr io.Writer) in
 	in := bufio.NewScanner(stdin)
 	if !in.Scan() || in.Text() != "go" {
 		return 0 // the bench gave up before the start
+	}
+	if s.CPUProfile != "" {
+		f, err := os.Create(s.CPUProfile)
+		if err != nil {
+			return fail(err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fail(err)
+		}
+		defer pprof.StopCPUProfile()
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	stop, failed, err := startRelay(ctx, &relayDB{lanes: s.Lanes, pool: pool, url: s.URL}, counter.pub, s.Group, logger)
