@@ -13,6 +13,7 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -125,7 +126,26 @@ type relayChild struct {
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
 	out    *bufio.Scanner
-	stderr bytes.Buffer
+	stderr lockedBuffer
+}
+
+// lockedBuffer is a bytes.Buffer safe to read while os/exec copies a
+// child's output into it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // request sends a command and reads the child's one-line JSON answer.
@@ -256,6 +276,11 @@ func (e *env) drainProcesses(ctx context.Context, d *relayDB, procs int, group s
 			return procResult{}, err
 		}
 		final += rep.Delivered
+	}
+	for i, c := range children {
+		if msg := strings.TrimSpace(c.stderr.String()); msg != "" {
+			e.log.logf("relay process %d of %d logged:\n%s", i+1, procs, lastLines(msg, 20))
+		}
 	}
 	pgUsed := used.pg
 	r := procResult{
