@@ -321,32 +321,19 @@ func newStockForwarder(pool *pgxpool.Pool, pub message.Publisher, group string, 
 	return fwd, sqlDB, nil
 }
 
-// fillProducers is the number of connections that write a backlog.
-const fillProducers = 4
-
 // backlogEvents returns n events over 1,000 aggregates, in batches of at
-// most 100 for one transaction each. Batch i is written by fill producer
-// i % fillProducers (see fillConcurrently) and draws its aggregates from
-// that producer's own quarter of them: transactions of different producers
-// never share an aggregate. Publish refuses a transaction that a later one
-// publishing the same aggregate overtook (bus.ErrOutOfOrder), and
-// concurrent transactions of 100 events drawn from the same 1,000
-// aggregates overtake each other often: a third of them needed more than
-// one attempt, a few the 10 Outbox.InTx allows, and one fill in a run of
-// the relay section failed with ErrOutOfOrder.
+// most 100 for one transaction each.
 func backlogEvents(n int) [][]bus.Event {
 	aggs := make([]uuid.UUID, 1000)
 	for i := range aggs {
 		aggs[i] = uuid.New()
 	}
-	per := len(aggs) / fillProducers
 	var batches [][]bus.Event
 	for done := 0; done < n; {
 		size := min(100, n-done)
-		own := aggs[len(batches)%fillProducers*per:][:per]
 		batch := make([]bus.Event, size)
 		for i := range batch {
-			batch[i] = newAnswered(own[rand.IntN(len(own))])
+			batch[i] = newAnswered(aggs[rand.IntN(len(aggs))])
 		}
 		batches = append(batches, batch)
 		done += size
@@ -355,7 +342,7 @@ func backlogEvents(n int) [][]bus.Event {
 }
 
 // prepareOutboxDB creates a database with lanes lanes and fills its outbox
-// with n events through bus.Outbox, from fillProducers producers.
+// with n events through bus.Outbox, from 4 producers.
 func (e *env) prepareOutboxDB(ctx context.Context, lanes, n int, purpose string) (*relayDB, error) {
 	pool, dbURL, err := e.newPool(ctx, purpose, int32(lanes+4))
 	if err != nil {
@@ -383,20 +370,30 @@ func fillOutbox(ctx context.Context, pool *pgxpool.Pool, lanes, n int) error {
 	})
 }
 
-// fillConcurrently runs fn on the batches from fillProducers goroutines,
-// batch i on goroutine i % fillProducers.
 func fillConcurrently(ctx context.Context, batches [][]bus.Event, fn func(context.Context, []bus.Event) error) error {
 	g, gctx := errgroup.WithContext(ctx)
-	for w := range fillProducers {
+	next := make(chan []bus.Event)
+	for range 4 {
 		g.Go(func() error {
-			for i := w; i < len(batches); i += fillProducers {
-				if err := fn(gctx, batches[i]); err != nil {
+			for b := range next {
+				if err := fn(gctx, b); err != nil {
 					return err
 				}
 			}
 			return nil
 		})
 	}
+	g.Go(func() error {
+		defer close(next)
+		for _, b := range batches {
+			select {
+			case next <- b:
+			case <-gctx.Done():
+				return gctx.Err()
+			}
+		}
+		return nil
+	})
 	return g.Wait()
 }
 
