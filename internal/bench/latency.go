@@ -257,10 +257,10 @@ func offerLoad(ctx context.Context, pool *pgxpool.Pool, ob *bus.Outbox, rate int
 }
 
 // publishOne commits ev in a transaction of its own on conn and returns the
-// time just before the COMMIT that succeeded. Producers share aggregates
-// here, so Publish may refuse a transaction that a later one of the same
-// aggregate overtook (bus.ErrOutOfOrder): like Outbox.InTx, it is then run
-// again, up to bus.InTxAttempts times.
+// time just before the COMMIT that succeeded. A transaction that fails for
+// a reason that goes away when it runs again (bus.IsRetryable: producers
+// share aggregates here, and wait for each other's heads) is run again, as
+// Outbox.InTx does, up to bus.InTxAttempts times.
 func publishOne(ctx context.Context, conn *pgx.Conn, ob *bus.Outbox, ev bus.Event) (time.Time, error) {
 	for attempt := 1; ; attempt++ {
 		tx, err := conn.Begin(ctx)
