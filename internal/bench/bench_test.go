@@ -80,6 +80,21 @@ func TestBenchShort(t *testing.T) {
 		}
 	}
 
+	if len(res.Processes) != len(cfg.Procs) {
+		t.Errorf("relay processes rows = %d, want %d", len(res.Processes), len(cfg.Procs))
+	}
+	for i, p := range res.Processes {
+		if p.Processes != cfg.Procs[i] || !(p.EPS.Median > 0) || !(p.RelayCPU > 0) || p.Duplicates < 0 {
+			t.Errorf("relay processes row %d: %+v", i, p)
+		}
+		if i == 0 && p.Ratio.Median != 1 {
+			t.Errorf("%d relay process(es) is the baseline, ratio %v", p.Processes, p.Ratio.Median)
+		}
+		if !(p.Ratio.Median > 0) {
+			t.Errorf("%d relay process(es): ratio %v", p.Processes, p.Ratio.Median)
+		}
+	}
+
 	if want := len(cfg.LatencyRates) * len(latencyModes); len(res.Latency) != want {
 		t.Errorf("latency rows = %d, want %d", len(res.Latency), want)
 	}
@@ -99,7 +114,7 @@ func TestBenchShort(t *testing.T) {
 	}
 
 	md := res.Markdown()
-	for _, heading := range []string{"## Targets", "## 1. Producer cost", "## 2. Relay throughput", "## 3. End-to-end latency", "## 4. Memory"} {
+	for _, heading := range []string{"## Targets", "## 1. Producer cost", "## 2. Relay throughput", "## 2b. Relay processes", "## 3. End-to-end latency", "## 4. Memory"} {
 		if !strings.Contains(md, heading) {
 			t.Errorf("results lack %q:\n%s", heading, md)
 		}
@@ -145,6 +160,15 @@ func TestParseFlags(t *testing.T) {
 	}
 	if c.Rounds != 2 || c.Backlog != 2_000 || c.LatencyTime != time.Second {
 		t.Fatalf("short: %+v", c)
+	}
+	if c.Procs[0] != 1 || c.Procs[2] != 5 {
+		t.Fatalf("default -procs: %v", c.Procs)
+	}
+	if c, err = parseFlags([]string{"-procs", ""}, os.Stderr); err != nil || len(c.Procs) != 0 {
+		t.Fatalf("-procs '': %v, %v", c.Procs, err)
+	}
+	if _, err := parseFlags([]string{"-procs", "0"}, os.Stderr); err == nil {
+		t.Fatal("-procs 0 accepted")
 	}
 	if _, err := parseFlags([]string{"-sinks", "kafka"}, os.Stderr); err == nil {
 		t.Fatal("unknown sink accepted")

@@ -12,6 +12,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/sync/errgroup"
 
@@ -225,16 +226,8 @@ func offerLoad(ctx context.Context, pool *pgxpool.Pool, ob *bus.Outbox, rate int
 			defer conn.Release()
 			for range jobs {
 				ev := newAnswered(aggs[rand.IntN(len(aggs))])
-				tx, err := conn.Begin(gctx)
+				t0, err := publishOne(gctx, conn.Conn(), ob, ev)
 				if err != nil {
-					return err
-				}
-				if err := ob.Publish(gctx, tx, ev); err != nil {
-					_ = tx.Rollback(gctx)
-					return err
-				}
-				t0 := time.Now()
-				if err := tx.Commit(gctx); err != nil {
 					return err
 				}
 				mu.Lock()
@@ -261,4 +254,30 @@ func offerLoad(ctx context.Context, pool *pgxpool.Pool, ob *bus.Outbox, rate int
 	})
 	err := g.Wait()
 	return sent, err
+}
+
+// publishOne commits ev in a transaction of its own on conn and returns the
+// time just before the COMMIT that succeeded. A transaction that fails for
+// a reason that goes away when it runs again (bus.IsRetryable: producers
+// share aggregates here, and wait for each other's heads) is run again, as
+// Outbox.InTx does, up to bus.InTxAttempts times.
+func publishOne(ctx context.Context, conn *pgx.Conn, ob *bus.Outbox, ev bus.Event) (time.Time, error) {
+	for attempt := 1; ; attempt++ {
+		tx, err := conn.Begin(ctx)
+		if err != nil {
+			return time.Time{}, err
+		}
+		err = ob.Publish(ctx, tx, ev)
+		if err != nil {
+			_ = tx.Rollback(ctx)
+		} else {
+			t0 := time.Now()
+			if err = tx.Commit(ctx); err == nil {
+				return t0, nil
+			}
+		}
+		if !bus.IsRetryable(err) || attempt == bus.InTxAttempts {
+			return time.Time{}, err
+		}
+	}
 }

@@ -50,6 +50,10 @@ type Config struct {
 	LatencyRates []int
 	// Lanes are the relay lane counts measured.
 	Lanes []int
+	// Procs are the counts of relay processes that drain the same backlog
+	// over 4 lanes, in the relay section; the first is the baseline of
+	// their ratios. Empty skips that comparison.
+	Procs []int
 	// Sinks are the brokers relayed to: "gochannel", "nats".
 	Sinks []string
 	// Only restricts the run to some sections: producer, relay, latency,
@@ -82,6 +86,7 @@ func DefaultConfig() Config {
 		LatencyTime:  10 * time.Second,
 		LatencyRates: []int{200, 1000},
 		Lanes:        []int{1, 2, 4, 8},
+		Procs:        []int{1, 2, 5},
 		Sinks:        []string{sinkGoChannel, sinkNATS},
 		Out:          "bench-results",
 		Diagnostics:  true,
@@ -144,6 +149,11 @@ func (c Config) validate() error {
 			errs = append(errs, "-lanes must be in 1..256")
 		}
 	}
+	for _, p := range c.Procs {
+		if p < 1 || p > 32 {
+			errs = append(errs, "-procs must be in 1..32")
+		}
+	}
 	for _, s := range c.Sinks {
 		if s != sinkGoChannel && s != sinkNATS && s != sinkNATSAsync {
 			errs = append(errs, fmt.Sprintf("unknown sink %q (want %s, %s or %s)", s, sinkGoChannel, sinkNATS, sinkNATSAsync))
@@ -182,6 +192,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.DurationVar(&c.LatencyTime, "latency-time", c.LatencyTime, "duration of offered load per latency cell")
 	rates := fs.String("latency-rates", joinInts(c.LatencyRates), "offered loads for the latency runs, events/s, comma-separated")
 	lanes := fs.String("lanes", joinInts(c.Lanes), "relay lane counts, comma-separated")
+	procs := fs.String("procs", joinInts(c.Procs), "counts of relay processes draining the same backlog over 4 lanes (the first is the ratios' baseline), comma-separated; empty skips them")
 	sinks := fs.String("sinks", strings.Join(c.Sinks, ","), "brokers for the relay throughput runs: gochannel, nats (JetStream, sync PubAck), nats-async (JetStream, async PubAck)")
 	only := fs.String("only", "", "run only these sections, comma-separated: producer, relay, latency, memory")
 	fs.StringVar(&c.Out, "out", c.Out, "directory (or .md file) for the Markdown results and the PNG chart; empty writes nothing")
@@ -203,6 +214,9 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	}
 	if c.Lanes, err = parseInts(*lanes); err != nil {
 		return c, fmt.Errorf("bench: -lanes: %w", err)
+	}
+	if c.Procs, err = parseInts(*procs); err != nil {
+		return c, fmt.Errorf("bench: -procs: %w", err)
 	}
 	c.Sinks = splitList(*sinks)
 	c.Only = splitList(*only)

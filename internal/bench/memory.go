@@ -34,10 +34,16 @@ func (r MemoryRow) Name() string { return RelayRow{Lanes: r.Lanes}.Name() }
 const childEnvVar = "EVENTBUS_BENCH_CHILD"
 
 type childSpec struct {
+	// Mode is empty for the memory section's drain, or
+	// childModeRelayProcess.
+	Mode   string `json:",omitempty"`
 	URL    string
 	Lanes  int
 	Expect int
 	Group  string
+	// CPUProfile, for a relay process, is where it writes a CPU profile
+	// of its run (from "go" to "stop"); empty writes none.
+	CPUProfile string `json:",omitempty"`
 }
 
 type childReport struct {
@@ -139,8 +145,14 @@ func lastLines(s string, n int) string {
 }
 
 // childMain is the relay child: it drains the backlog described by spec to
-// a GoChannel and prints a childReport as JSON.
+// a publisher that counts and prints a childReport as JSON; or, in
+// childModeRelayProcess, it is one relay process of the processes
+// comparison, driven through stdin.
 func childMain(spec string, stdout, stderr io.Writer) int {
+	var s childSpec
+	if err := json.Unmarshal([]byte(spec), &s); err == nil && s.Mode == childModeRelayProcess {
+		return relayProcessMain(s, os.Stdin, stdout, stderr)
+	}
 	rep, err := runChild(spec, stderr)
 	if err != nil {
 		rep.Error = err.Error()

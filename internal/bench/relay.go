@@ -86,7 +86,9 @@ type relayDB struct {
 	url   string
 }
 
-func (e *env) runRelay(ctx context.Context) (rows []RelayRow, err error) {
+// runRelay runs the relay throughput comparison and then, on the same
+// 4-lane backlog, the relay processes comparison.
+func (e *env) runRelay(ctx context.Context) (rows []RelayRow, procRows []ProcessesRow, err error) {
 	// One database per contender, each filled once with the same backlog;
 	// every run reads it anew under a fresh consumer group (the relays never
 	// delete rows here: the cleaner is off), so every run drains an identical,
@@ -99,7 +101,7 @@ func (e *env) runRelay(ctx context.Context) (rows []RelayRow, err error) {
 	}()
 	stock, err := e.prepareStockDB(ctx, e.cfg.Backlog, "relay_stock")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	dbs = append(dbs, stock)
 	if e.cfg.Diagnostics {
@@ -109,7 +111,7 @@ func (e *env) runRelay(ctx context.Context) (rows []RelayRow, err error) {
 	for _, lanes := range e.cfg.Lanes {
 		d, err := e.prepareOutboxDB(ctx, lanes, e.cfg.Backlog, fmt.Sprintf("relay_l%d", lanes))
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		dbs = append(dbs, d)
 	}
@@ -124,7 +126,7 @@ func (e *env) runRelay(ctx context.Context) (rows []RelayRow, err error) {
 	for _, name := range e.cfg.Sinks {
 		s, err := newSink(ctx, name, &natsSrv)
 		if err != nil {
-			return nil, fmt.Errorf("sink %s: %w", name, err)
+			return nil, nil, fmt.Errorf("sink %s: %w", name, err)
 		}
 		defer s.shutdown()
 		sinks = append(sinks, s)
@@ -156,7 +158,7 @@ func (e *env) runRelay(ctx context.Context) (rows []RelayRow, err error) {
 					r, err = e.drain(ctx, d, s, group, e.cfg.Backlog)
 				})
 				if err != nil {
-					return nil, fmt.Errorf("round %d, %s, lanes %d: %w", round+1, s.name(), d.lanes, err)
+					return nil, nil, fmt.Errorf("round %d, %s, lanes %d: %w", round+1, s.name(), d.lanes, err)
 				}
 				k := key{s.name(), d.lanes}
 				eps[k] = append(eps[k], r.eps)
@@ -180,7 +182,25 @@ func (e *env) runRelay(ctx context.Context) (rows []RelayRow, err error) {
 				GoCPU: summarize(goCPU[k]).Median, PGCPU: summarize(pgCPU[k]).Median, Other: other[k]})
 		}
 	}
-	return rows, nil
+	if len(e.cfg.Procs) == 0 {
+		return rows, nil, nil
+	}
+	// The processes drain the 4-lane outbox of the comparison above, or
+	// one filled for them.
+	var d4 *relayDB
+	for _, d := range dbs {
+		if d.lanes == procLanes {
+			d4 = d
+		}
+	}
+	if d4 == nil {
+		if d4, err = e.prepareOutboxDB(ctx, procLanes, e.cfg.Backlog, fmt.Sprintf("relay_procs_l%d", procLanes)); err != nil {
+			return rows, nil, err
+		}
+		dbs = append(dbs, d4)
+	}
+	procRows, err = e.runProcesses(ctx, d4)
+	return rows, procRows, err
 }
 
 type drainResult struct {

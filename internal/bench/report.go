@@ -21,9 +21,12 @@ type Results struct {
 	Meta     Meta
 	Producer []ProducerRow
 	Relay    []RelayRow
-	Latency  []LatencyRow
-	Memory   []MemoryRow
-	Targets  []Target
+	// Processes is the relay processes comparison (part of the relay
+	// section).
+	Processes []ProcessesRow
+	Latency   []LatencyRow
+	Memory    []MemoryRow
+	Targets   []Target
 }
 
 // Target is one goal of the issue, evaluated on this run.
@@ -167,6 +170,16 @@ func (r *Results) Markdown() string {
 		}
 		if r.chartName() != "" {
 			w("\n![relay throughput against lanes](%s)\n", r.chartName())
+		}
+	}
+
+	if len(r.Processes) > 0 {
+		base := r.Processes[0].Processes
+		w("\n## 2b. Relay processes\n\nThe same backlog of %s events in %d lanes drained by 1 or more relay processes under one consumer group, each a child process (this binary re-executed) running one `bus.Relay` (defaults, all lanes) with its own pgxpool, to a GoChannel in that process whose subscribers ack at once and count. A lane is relayed by one process at a time (the advisory lock claimed per batch); a process that finds a lane held waits a poll interval before it looks again. The processes connect first; a run is timed from telling them all to start until the last event was delivered in any of them (their own clocks, read from the shared system clock). Ratio = events/s ÷ events/s of %d process(es) in the same round. CPU per event: the relay processes together (from /proc while they run), PostgreSQL, and the bench process, which only asks the processes for their counts every %s. Duplicates: events delivered more than once in a run (the most in any round).\n\n", fmtCount(float64(c.Backlog)), procLanes, base, procPollInterval)
+		w("| relay processes | events/s | **ratio to %d** | CPU µs/event relays | CPU µs/event PostgreSQL | CPU µs/event bench | duplicates | others |\n", base)
+		w("|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		for _, p := range r.Processes {
+			w("| %d | %s | %s | %.0f | %.0f | %.0f | %d | %.0f%% |\n", p.Processes, fmtCounts(p.EPS), fmtRatio(p.Ratio), p.RelayCPU, p.PGCPU, p.BenchCPU, p.Duplicates, p.Other)
 		}
 	}
 

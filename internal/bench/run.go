@@ -69,7 +69,7 @@ func Run(ctx context.Context, cfg Config, logw io.Writer) (*Results, error) {
 		res.Meta.SectionTimes = append(res.Meta.SectionTimes, sectionTime{name, time.Since(begin)})
 	}
 	section(sectionProducer, func() (err error) { res.Producer, err = e.runProducer(ctx); return err })
-	section(sectionRelay, func() (err error) { res.Relay, err = e.runRelay(ctx); return err })
+	section(sectionRelay, func() (err error) { res.Relay, res.Processes, err = e.runRelay(ctx); return err })
 	section(sectionLatency, func() (err error) { res.Latency, err = e.runLatency(ctx); return err })
 	section(sectionMemory, func() (err error) { res.Memory, err = e.runMemory(ctx); return err })
 	res.Meta.Duration = time.Since(started)
