@@ -112,7 +112,8 @@ type RelayConfig struct {
 	BackoffInitial time.Duration
 	BackoffMax     time.Duration
 	// Retention is how long relayed rows stay in the outbox before the
-	// cleaner deletes them; rows not yet acknowledged are never deleted.
+	// cleaner deletes them; rows not yet acknowledged by every registered
+	// relay group are never deleted.
 	// Defaults to 24 hours. Negative disables the cleaner.
 	Retention time.Duration
 	// CleanInterval is how often the cleaner runs. Defaults to 1 minute.
