@@ -22,7 +22,7 @@
 //
 // A Relay reads every lane with Watermill's SQL subscriber and publishes
 // with Watermill's forwarder: at least once, in transaction-id order per
-// lane, which Publish makes each aggregate's commit order (ErrOutOfOrder),
+// lane, which Publish makes each aggregate's commit order (its order key),
 // woken by NOTIFY on commit, retrying outages with backoff and
 // dead-lettering events that can never be published (DeadLetters) after
 // MaxAttempts, counted in the database. A lane is claimed per batch with an
