@@ -229,3 +229,47 @@ func TestPublishOfOneHundredThousandEventsIsRelayedInOrder(t *testing.T) {
 		}
 	}
 }
+
+// Per-aggregate order is commit order under REPEATABLE READ too. B's
+// snapshot is taken before A publishes X and commits, so B cannot see A's
+// head: its Publish of X fails with a serialization failure (retryable,
+// as InTx would retry it), and run again it sorts after A.
+func TestOrderIsCommitOrderUnderRepeatableRead(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool, ob := newOutboxDB(t, 2)
+	gc := newGoChannel(t)
+	col := newCollector(t, gc)
+	agg := uuid.New()
+	e1 := pulseCreated(agg, "e1")
+	e2 := pulseAnswered(agg)
+
+	rr := pgx.TxOptions{IsoLevel: pgx.RepeatableRead}
+	b, err := pool.BeginTx(ctx, rr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Rollback(ctx)
+	if _, err := b.Exec(ctx, "SELECT pg_current_xact_id()"); err != nil { // snapshot and id
+		t.Fatal(err)
+	}
+	if err := ob.InTx(ctx, pool, func(context.Context, pgx.Tx) ([]bus.Event, error) { return []bus.Event{e1}, nil }); err != nil {
+		t.Fatal(err)
+	}
+	err = ob.Publish(ctx, b, e2)
+	if !bus.IsRetryable(err) {
+		t.Fatalf("Publish in a REPEATABLE READ transaction older than A's commit: err = %v, want a retryable error", err)
+	}
+	if err := b.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := pgx.BeginTxFunc(ctx, pool, rr, func(tx pgx.Tx) error { return ob.Publish(ctx, tx, e2) }); err != nil {
+		t.Fatal(err)
+	}
+	runRelay(t, bus.RelayConfig{Pool: pool, Publisher: gc})
+	col.waitDistinct(2, 15*time.Second)
+	got, _ := col.snapshot()
+	if got[0].ID != e1.Envelope().ID.String() || got[1].ID != e2.Envelope().ID.String() {
+		t.Fatalf("delivered %s then %s, want e1 (committed first) then e2", got[0].Name, got[1].Name)
+	}
+}
