@@ -7,3 +7,6 @@ import "context"
 func MigrateTo(ctx context.Context, db DB, opts Options, version int) (Result, error) {
 	return migrate(ctx, db, opts, version)
 }
+
+// CheckServerVersion is checkServerVersion, for tests.
+func CheckServerVersion(ctx context.Context, db DB) error { return checkServerVersion(ctx, db) }

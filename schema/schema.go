@@ -149,6 +149,9 @@ func migrate(ctx context.Context, db DB, opts Options, upTo int) (Result, error)
 	if err != nil {
 		return Result{}, err
 	}
+	if err := checkServerVersion(ctx, db); err != nil {
+		return Result{}, err
+	}
 	var res Result
 	for _, m := range ms {
 		if m.Version > upTo {
@@ -164,6 +167,23 @@ func migrate(ctx context.Context, db DB, opts Options, upTo int) (Result, error)
 	}
 	res.Lanes, res.Notify, err = ensureLanes(ctx, db, opts.Lanes, opts.Wakeup)
 	return res, err
+}
+
+// checkServerVersion refuses a server older than MinServerVersion.
+func checkServerVersion(ctx context.Context, db DB) error {
+	q, ok := db.(Querier)
+	if !ok {
+		return nil // a DB that cannot query outside a transaction: the migrations will tell
+	}
+	var num int
+	var version string
+	if err := q.QueryRow(ctx, "SELECT current_setting('server_version_num')::int, current_setting('server_version')").Scan(&num, &version); err != nil {
+		return fmt.Errorf("schema: read the server version: %w", err)
+	}
+	if num < MinServerVersion {
+		return fmt.Errorf("schema: %w, this server is %s", ErrServerTooOld, version)
+	}
+	return nil
 }
 
 func inTx(ctx context.Context, db DB, fn func(tx pgx.Tx) error) (err error) {
@@ -187,10 +207,7 @@ func inTx(ctx context.Context, db DB, fn func(tx pgx.Tx) error) (err error) {
 
 func applyOne(ctx context.Context, db DB, m Migration) (applied bool, err error) {
 	err = inTx(ctx, db, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS eventbus_migrations (
-			version INTEGER PRIMARY KEY,
-			name TEXT NOT NULL,
-			applied_at TIMESTAMPTZ NOT NULL DEFAULT now())`); err != nil {
+		if _, err := tx.Exec(ctx, migrationsTableSQL); err != nil {
 			return fmt.Errorf("create eventbus_migrations: %w", err)
 		}
 		var exists bool

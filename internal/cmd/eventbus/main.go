@@ -41,6 +41,8 @@ Operates an eventbus database: its outbox, relay, dead letters and inbox.
 Commands:
   migrate [--lanes N] [--wakeup notify|poll]
                                 apply the schema (safe to repeat)
+  migrate --print-sql [--after VERSION] [--lanes N] [--wakeup notify|poll]
+                                print the schema as plain SQL for another migration tool
   status [--group G]            outbox backlog per lane, dead letters, inbox
   dlq list [--all] [--limit N]  list dead letters, oldest first
   dlq show ID                   show a dead letter with its payload
@@ -89,6 +91,8 @@ type app struct {
 	// Flags of the commands.
 	lanes         int           // migrate
 	wakeup        string        // migrate
+	printSQL      bool          // migrate
+	sqlAfter      int           // migrate --print-sql
 	group         string        // status, relay, dlq park
 	dlqAll        bool          // dlq list
 	dlqLimit      int           // dlq list
@@ -246,7 +250,7 @@ func (a *app) fail(err error) int {
 
 func (a *app) commands() map[string]command {
 	list := []command{
-		{name: "migrate", help: "Applies the eventbus schema migrations and makes sure the outbox has the given\nnumber of lanes. Safe to run again: applied migrations are skipped.",
+		{name: "migrate", help: "Applies the eventbus schema migrations and makes sure the outbox has the given\nnumber of lanes. Safe to run again: applied migrations are skipped.\n\nWith --print-sql it connects to nothing and prints the schema as one plain SQL\nscript instead (the migrations after --after, recorded as Migrate records them,\nthen the lane tables), for goose, golang-migrate or atlas. Run it in one\ntransaction. Needs PostgreSQL 14 or newer.",
 			flags: a.migrateFlags, run: a.migrate},
 		{name: "status", help: "Shows, per outbox lane, the events the relay has not acknowledged (backlog),\nthe age of the oldest of them, the rows stored and the last relayed event;\nthen the dead letters not replayed and the inbox rows per consumer group.",
 			flags: a.statusFlags, run: a.status},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"strings"
 
 	"github.com/edupulse/eventbus/schema"
@@ -11,6 +12,8 @@ import (
 
 func (a *app) migrateFlags(fs *flag.FlagSet) {
 	fs.IntVar(&a.lanes, "lanes", 0, fmt.Sprintf("number of outbox `lanes`; lanes can be added, never removed (default: keep the current number, %d on a new database)", schema.LanesDefault))
+	fs.BoolVar(&a.printSQL, "print-sql", false, "print the schema as plain SQL instead of applying it (connects to nothing)")
+	fs.IntVar(&a.sqlAfter, "after", 0, "with --print-sql: leave out the migrations up to this `version` (the one the database has)")
 	fs.StringVar(&a.wakeup, "wakeup", "", "how relays learn of new events: `notify` (a trigger sends NOTIFY on commit) or poll (cheaper for producers, latency up to the poll interval); default: keep the current setting, notify on a new database")
 }
 
@@ -27,6 +30,23 @@ func (a *app) migrate(ctx context.Context, _ []string) error {
 		wakeup = schema.WakeupPoll
 	default:
 		return usagef("migrate: --wakeup %q: want notify or poll", a.wakeup)
+	}
+	if a.printSQL {
+		if a.sqlAfter < 0 {
+			return usagef("migrate: --after %d: want a migration version", a.sqlAfter)
+		}
+		if wakeup == schema.WakeupUnchanged {
+			wakeup = schema.WakeupNotify
+		}
+		script, err := schema.SQL(schema.SQLOptions{Lanes: a.lanes, Wakeup: wakeup, After: a.sqlAfter})
+		if err != nil {
+			return err
+		}
+		_, err = io.WriteString(a.stdout, script)
+		return err
+	}
+	if a.sqlAfter != 0 {
+		return usagef("migrate: --after goes with --print-sql")
 	}
 	pool, err := a.open(ctx)
 	if err != nil {
