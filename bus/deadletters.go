@@ -146,8 +146,8 @@ func (d *DeadLetters) get(ctx context.Context, conn db.DBTX, id int64) (DeadLett
 }
 
 // Fix replaces a dead letter's stored payload, to replay a corrected event.
-// The payload must be a Watermill forwarder envelope (see
-// UnwrapOutboxPayload).
+// The payload must be a Watermill forwarder envelope: build it with
+// WrapOutboxPayload (UnwrapOutboxPayload reads the stored one).
 func (d *DeadLetters) Fix(ctx context.Context, id int64, payload []byte) error {
 	if _, _, err := UnwrapOutboxPayload(payload); err != nil {
 		return fmt.Errorf("bus: fix dead letter %d: %w", id, err)

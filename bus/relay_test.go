@@ -2,7 +2,6 @@ package bus_test
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"strings"
@@ -354,8 +353,10 @@ func TestMalformedRowIsDeadLetteredAndReplayed(t *testing.T) {
 		t.Fatal(err)
 	}
 	msg.UUID = badID
-	payload := fmt.Appendf(nil, `{"destination_topic":%q,"uuid":%q,"payload":%q,"metadata":{"event_name":"edupulse.pulse.created","event_version":"1","aggregate_id":%q}}`,
-		fixed.EventName(), badID, base64.StdEncoding.EncodeToString(msg.Payload), fixed.Envelope().AggregateID)
+	payload, err := bus.WrapOutboxPayload(fixed.EventName(), msg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := dls.Fix(ctx, dl.ID, payload); err != nil {
 		t.Fatal(err)
 	}
