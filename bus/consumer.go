@@ -74,10 +74,13 @@ type ConsumerConfig struct {
 	// transaction. Required when an OnTx handler returns events.
 	Outbox *Outbox
 	// MaxRetries is the number of retries of a failing handler before the
-	// message is dead-lettered. Defaults to 5.
+	// message is dead-lettered. Attempts that fail on an outage (see
+	// IsOutage: the inbox database is unreachable, or the connection to it
+	// was lost) do not count: they are retried for as long as the outage
+	// lasts. Defaults to 5.
 	MaxRetries int
-	// BackoffInitial and BackoffMax bound the backoff between retries.
-	// Default to 100 milliseconds and 5 seconds.
+	// BackoffInitial and BackoffMax bound the backoff between retries,
+	// outages included. Default to 100 milliseconds and 5 seconds.
 	BackoffInitial time.Duration
 	BackoffMax     time.Duration
 	// HandlerTimeout bounds one attempt of the handlers of one message.
@@ -102,6 +105,13 @@ type ConsumerConfig struct {
 	// CloseTimeout bounds the wait for handlers when Run's context ends.
 	// Defaults to 30 seconds.
 	CloseTimeout time.Duration
+	// UnknownVersion says what becomes of an event the consumer may be
+	// meant to handle but has no handler for, typically a version newer
+	// than its own: a name or version its registry lacks, or a version
+	// without a handler of a name it handles in others. Dead letter, retry
+	// later or skip: see UnknownVersionPolicy. Defaults to
+	// UnknownVersionDeadLetter.
+	UnknownVersion UnknownVersionPolicy
 }
 
 func (c *ConsumerConfig) setDefaults() {
@@ -113,6 +123,7 @@ func (c *ConsumerConfig) setDefaults() {
 	c.InboxRetention = cmp.Or(c.InboxRetention, InboxRetentionDefault)
 	c.InboxCleanInterval = cmp.Or(c.InboxCleanInterval, InboxCleanIntervalDefault)
 	c.CloseTimeout = cmp.Or(c.CloseTimeout, ShutdownTimeoutDefault)
+	c.UnknownVersion = cmp.Or(c.UnknownVersion, UnknownVersionDefault)
 	if len(c.Topics) == 0 && c.Registry != nil {
 		c.Topics = c.Registry.Names()
 	}
@@ -145,6 +156,9 @@ func (c ConsumerConfig) Validate() error {
 	if c.HandlerTimeout < 0 || c.BackoffInitial < 0 || c.BackoffMax < 0 || c.CloseTimeout < 0 {
 		errs = append(errs, errors.New("negative duration"))
 	}
+	if c.UnknownVersion != "" && !c.UnknownVersion.Valid() {
+		errs = append(errs, fmt.Errorf("UnknownVersion %q is not a policy (want one of %v)", c.UnknownVersion, AllUnknownVersionPolicyValues()))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("bus: invalid consumer config: %w", err)
 	}
@@ -162,6 +176,16 @@ type ConsumerStats struct {
 	Duplicates int64
 	// DeadLettered counts messages sent to the dead-letter topic.
 	DeadLettered int64
+	// OutageRetries counts the failed attempts that were taken for an
+	// outage (see IsOutage) and retried without counting against
+	// MaxRetries; they are counted in Failed too.
+	OutageRetries int64
+	// Postponed counts deliveries of events without a handler that were
+	// nacked for redelivery under UnknownVersionRetry.
+	Postponed int64
+	// Skipped counts events without a handler that were acked unhandled
+	// under UnknownVersionSkip.
+	Skipped int64
 }
 
 type handlerFunc func(ctx context.Context, ev Event) error
@@ -188,10 +212,17 @@ type route struct {
 //
 // Typed handlers are keyed by wire name and version: On[T] receives the
 // events of T's name and version only. A message of a version that no
-// handler takes, while another version of its name has handlers, is
-// dead-lettered with a reason wrapping ErrUnknownVersion (unless an OnAny or
-// OnAnyTx handler takes every event). Messages of a name without any
-// handler are acked.
+// handler takes, while another version of its name has handlers, follows
+// ConsumerConfig.UnknownVersion (dead-lettered at once with a reason
+// wrapping ErrUnknownVersion by default), unless an OnAny or OnAnyTx
+// handler takes every event; so does a message of a name or version the
+// registry lacks. Messages of a registered name without any handler are
+// acked.
+//
+// A handler's own errors are retried MaxRetries times before the message
+// is dead-lettered; failures caused by an outage (the inbox database is
+// unreachable, a COMMIT's outcome is unknown) are retried until the outage
+// ends, and a consumer stopped meanwhile nacks the message.
 //
 // Register handlers before Run; a Consumer runs once.
 type Consumer struct {
@@ -213,6 +244,8 @@ type Consumer struct {
 	failed     atomic.Int64
 	duplicates atomic.Int64
 	dead       atomic.Int64
+	// counted by the retry middleware and the unknown-version policy
+	outageRetries, postponed, skipped atomic.Int64
 }
 
 // NewConsumer validates cfg and returns a Consumer.
@@ -335,7 +368,8 @@ func (c *Consumer) Group() string { return c.cfg.Group }
 
 // Stats returns the consumer's counters.
 func (c *Consumer) Stats() ConsumerStats {
-	return ConsumerStats{Handled: c.handled.Load(), Failed: c.failed.Load(), Duplicates: c.duplicates.Load(), DeadLettered: c.dead.Load()}
+	return ConsumerStats{Handled: c.handled.Load(), Failed: c.failed.Load(), Duplicates: c.duplicates.Load(), DeadLettered: c.dead.Load(),
+		OutageRetries: c.outageRetries.Load(), Postponed: c.postponed.Load(), Skipped: c.skipped.Load()}
 }
 
 // Running is closed once the consumer has subscribed to every topic.
@@ -377,22 +411,12 @@ func (c *Consumer) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("bus: consumer: %w", err)
 	}
-	retry := middleware.Retry{
-		MaxRetries:          c.cfg.MaxRetries,
-		InitialInterval:     c.cfg.BackoffInitial,
-		MaxInterval:         c.cfg.BackoffMax,
-		Multiplier:          backoffMultiplierDefault,
-		RandomizationFactor: backoffRandomization,
-		ShouldRetry: func(p middleware.RetryParams) bool {
-			c.failed.Add(1)
-			if p.RetryNum == 0 {
-				c.logger.Error("Handler failed", errors.New(p.Err.Error()), watermill.LogFields{"permanent": IsPermanent(p.Err)})
-			}
-			return !IsPermanent(p.Err) && !c.stopping.Load()
-		},
-		ResetContextOnRetry: true,
-	}
-	mws := []message.HandlerMiddleware{poison, retry.Middleware, middleware.Timeout(c.cfg.HandlerTimeout), middleware.Recoverer}
+	// stop ends when the consumer starts stopping: the retry middleware
+	// then cuts the attempt or the pause in progress short and nacks.
+	stop, stopNow := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopNow()
+	retry := newConsumerRetry(c, stop)
+	mws := []message.HandlerMiddleware{poison, retry.middleware, middleware.Recoverer}
 	mws = append(mws, c.cfg.Middlewares...)
 	for _, topic := range c.cfg.Topics {
 		h := c.router.AddConsumerHandler(c.cfg.Group+"/"+topic, topic, c.cfg.Subscriber, c.handle)
@@ -414,6 +438,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		case <-routerCtx.Done():
 		}
 		c.stopping.Store(true)
+		stopNow()
 		cancelRouter()
 	}()
 	err = c.router.Run(routerCtx)
@@ -428,7 +453,7 @@ func (c *Consumer) handle(msg *message.Message) error {
 	ctx := propagation.TraceContext{}.Extract(msg.Context(), propagation.MapCarrier(msg.Metadata))
 	ev, err := c.cfg.Registry.Decode(msg)
 	if err != nil {
-		return Permanent(err)
+		return c.undecodable(msg, err)
 	}
 	ctx, span := c.tracer.Start(ctx, "eventbus consume "+ev.EventName(),
 		trace.WithSpanKind(trace.SpanKindConsumer),
@@ -440,6 +465,9 @@ func (c *Consumer) handle(msg *message.Message) error {
 		))
 	defer span.End()
 	if err := c.dispatch(ctx, ev); err != nil {
+		if errors.Is(err, errSkipped) {
+			return nil
+		}
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())
 		return err
@@ -455,8 +483,9 @@ func (c *Consumer) dispatch(ctx context.Context, ev Event) error {
 		if versions := c.versions[ev.EventName()]; len(versions) > 0 {
 			// Another version of this name has handlers: the consumer
 			// expects the name, and this version would be lost silently.
-			return Permanent(fmt.Errorf("consumer %s has no handler for %s version %d (handles version %s): %w",
-				c.cfg.Group, ev.EventName(), ev.EventVersion(), joinInts(versions), ErrUnknownVersion))
+			return c.unknownEvent(ev.EventName(), ev.EventVersion(), ev.Envelope().ID.String(),
+				fmt.Errorf("consumer %s has no handler for %s version %d (handles version %s): %w",
+					c.cfg.Group, ev.EventName(), ev.EventVersion(), joinInts(versions), ErrUnknownVersion))
 		}
 		return nil // a name this consumer does not handle
 	}
@@ -468,7 +497,7 @@ func (c *Consumer) dispatch(ctx context.Context, ev Event) error {
 	if len(txs) == 0 {
 		return nil
 	}
-	return pgx.BeginFunc(ctx, c.cfg.Pool, func(tx pgx.Tx) error {
+	return c.inboxTx(ctx, func(tx pgx.Tx) error {
 		claimed, err := c.q.ClaimInbox(ctx, tx, db.ClaimInboxParams{ConsumerGroup: c.cfg.Group, EventID: uuidToPg(ev.Envelope().ID)})
 		if err != nil {
 			return fmt.Errorf("inbox: %w", err)

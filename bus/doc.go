@@ -35,5 +35,8 @@
 // registered with On (at least once), OnTx (in a transaction that records
 // the event in the inbox: exactly-once effect) or OnAny (for the generated
 // exhaustive dispatcher). Messages that cannot be decoded, and messages
-// whose handlers keep failing, go to a dead-letter topic.
+// whose handlers keep failing, go to a dead-letter topic; events without a
+// handler follow ConsumerConfig.UnknownVersion. Attempts that fail because
+// the database is unreachable (IsOutage) are retried until it is back,
+// never dead-lettered.
 package bus

@@ -300,6 +300,13 @@ const maxCachedInsertRows = 64
 // is rolled back and run again, fn included, up to InTxAttempts times in
 // all. fn must therefore do nothing outside the
 // transaction that cannot be repeated.
+//
+// An error does not always mean that nothing was committed: when the
+// connection drops while the server answers COMMIT, the transaction may
+// have committed, its events included. InTx does not run the transaction
+// again then (IsRetryable is false); a caller that does must first find
+// out whether it committed, or make the operation idempotent with a key of
+// its own, or it publishes a second set of events under new ids.
 func (o *Outbox) InTx(ctx context.Context, db TxBeginner, fn func(ctx context.Context, tx pgx.Tx) ([]Event, error)) error {
 	var err error
 	for attempt := 1; ; attempt++ {

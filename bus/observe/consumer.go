@@ -26,10 +26,13 @@ type ConsumerMetrics struct {
 	failed   *prometheus.Desc
 	dups     *prometheus.Desc
 	deadDesc *prometheus.Desc
+	outages  *prometheus.Desc
+	later    *prometheus.Desc
+	skipped  *prometheus.Desc
 }
 
 // NewConsumerMetrics registers the consumer metrics on reg:
-// eventbus_consumer_{handled,failed,duplicates,dead_lettered}_total
+// eventbus_consumer_{handled,failed,duplicates,dead_lettered,outage_retries,postponed,skipped}_total
 // {consumer_group}, read from the watched consumers' Stats at scrape time,
 // and eventbus_consumer_handle_duration_seconds{consumer_group,topic},
 // recorded by Middleware.
@@ -50,6 +53,12 @@ func NewConsumerMetrics(reg prometheus.Registerer) (*ConsumerMetrics, error) {
 			"Redelivered messages the inbox recognised as already handled, and skipped.", labels, nil),
 		deadDesc: prometheus.NewDesc("eventbus_consumer_dead_lettered_total",
 			"Messages sent to the dead-letter topic: undecodable, or whose handlers kept failing.", labels, nil),
+		outages: prometheus.NewDesc("eventbus_consumer_outage_retries_total",
+			"Failed attempts taken for an outage (the inbox database unreachable) and retried without counting against MaxRetries; also in failed_total.", labels, nil),
+		later: prometheus.NewDesc("eventbus_consumer_postponed_total",
+			"Deliveries of events without a handler nacked for redelivery (UnknownVersionRetry).", labels, nil),
+		skipped: prometheus.NewDesc("eventbus_consumer_skipped_total",
+			"Events without a handler acked unhandled (UnknownVersionSkip).", labels, nil),
 	}
 	if err := reg.Register(m.duration); err != nil {
 		return nil, fmt.Errorf("observe: register consumer metrics: %w", err)
@@ -101,6 +110,9 @@ func (s statsCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- s.m.failed
 	ch <- s.m.dups
 	ch <- s.m.deadDesc
+	ch <- s.m.outages
+	ch <- s.m.later
+	ch <- s.m.skipped
 }
 
 func (s statsCollector) Collect(ch chan<- prometheus.Metric) {
@@ -121,5 +133,8 @@ func (s statsCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(s.m.failed, prometheus.CounterValue, float64(st.Failed), g)
 		ch <- prometheus.MustNewConstMetric(s.m.dups, prometheus.CounterValue, float64(st.Duplicates), g)
 		ch <- prometheus.MustNewConstMetric(s.m.deadDesc, prometheus.CounterValue, float64(st.DeadLettered), g)
+		ch <- prometheus.MustNewConstMetric(s.m.outages, prometheus.CounterValue, float64(st.OutageRetries), g)
+		ch <- prometheus.MustNewConstMetric(s.m.later, prometheus.CounterValue, float64(st.Postponed), g)
+		ch <- prometheus.MustNewConstMetric(s.m.skipped, prometheus.CounterValue, float64(st.Skipped), g)
 	}
 }

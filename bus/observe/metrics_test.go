@@ -189,10 +189,13 @@ func TestMetricsScrape(t *testing.T) {
 		t.Errorf("publish errors reported without any failure: %v", byLabel(t, fams, "eventbus_relay_publish_errors_total", "lane"))
 	}
 	for name, want := range map[string]float64{
-		"eventbus_consumer_handled_total":       n + redelivered,
-		"eventbus_consumer_duplicates_total":    redelivered,
-		"eventbus_consumer_failed_total":        0,
-		"eventbus_consumer_dead_lettered_total": 0,
+		"eventbus_consumer_handled_total":        n + redelivered,
+		"eventbus_consumer_duplicates_total":     redelivered,
+		"eventbus_consumer_failed_total":         0,
+		"eventbus_consumer_dead_lettered_total":  0,
+		"eventbus_consumer_outage_retries_total": 0,
+		"eventbus_consumer_postponed_total":      0,
+		"eventbus_consumer_skipped_total":        0,
 	} {
 		if got := byLabel(t, fams, name, "consumer_group"); len(got) != 1 || got["badges"] != want {
 			t.Errorf("%s = %v, want badges=%v", name, got, want)

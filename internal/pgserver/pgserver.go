@@ -80,8 +80,12 @@ type Server struct {
 	port    int
 	logf    func(format string, args ...any)
 	log     *logBuffer
+	cred    *syscall.Credential // what initdb and postgres run as; nil: ourselves
+	extra   map[string]string   // Options.ExtraSettings, for Resume
 
+	mu   sync.Mutex         // guards proc, log and down against Shutdown and Resume
 	proc *childproc.Process // the running postmaster, or nil
+	down bool               // stopped by Shutdown, to be started by Resume
 
 	stopOnce sync.Once
 	stopErr  error
@@ -177,6 +181,8 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		baseDir: baseDir,
 		dataDir: filepath.Join(baseDir, "data"),
 		logf:    opts.Logf,
+		cred:    cred,
+		extra:   opts.ExtraSettings,
 	}
 	if err := s.initdb(ctx, cred); err != nil {
 		_ = os.RemoveAll(baseDir)
@@ -184,11 +190,15 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	}
 
 	for attempt := 1; ; attempt++ {
-		err := s.start(ctx, cred, opts.ExtraSettings)
+		port, err := freePort()
+		if err == nil {
+			s.port = port // before the server runs: URL and Port read it unguarded
+			err = s.start(ctx, port)
+		}
 		if err == nil {
 			return s, nil
 		}
-		portTaken := s.log != nil && s.log.contains("already in use")
+		portTaken := s.portTaken()
 		if !portTaken || attempt == startAttempts || ctx.Err() != nil {
 			_ = os.RemoveAll(baseDir)
 			return nil, err
@@ -256,15 +266,10 @@ func (s *Server) initdb(ctx context.Context, cred *syscall.Credential) error {
 	return nil
 }
 
-// start runs postgres on a fresh free port and waits until it accepts
-// connections. On failure the process is gone when start returns.
-func (s *Server) start(ctx context.Context, cred *syscall.Credential, extra map[string]string) error {
+// start runs postgres on port and waits until it accepts connections. On
+// failure the process is gone when start returns.
+func (s *Server) start(ctx context.Context, port int) error {
 	begin := time.Now()
-	port, err := freePort()
-	if err != nil {
-		return err
-	}
-	s.port = port
 
 	settings := map[string]string{
 		"listen_addresses":   "127.0.0.1",
@@ -273,7 +278,7 @@ func (s *Server) start(ctx context.Context, cred *syscall.Credential, extra map[
 		"full_page_writes":   "off",
 		"max_connections":    "300",
 	}
-	for k, v := range extra {
+	for k, v := range s.extra {
 		settings[k] = v
 	}
 	keys := make([]string, 0, len(settings))
@@ -287,19 +292,21 @@ func (s *Server) start(ctx context.Context, cred *syscall.Credential, extra map[
 	}
 
 	// The server outlives ctx, which only bounds the start.
-	cmd := s.command(context.Background(), cred, "postgres", args...)
-	s.log = &logBuffer{logf: s.logf}
-	cmd.Stdout = s.log
-	cmd.Stderr = s.log
+	cmd := s.command(context.Background(), s.cred, "postgres", args...)
+	buf := &logBuffer{logf: s.logf}
+	cmd.Stdout = buf
+	cmd.Stderr = buf
 	proc, err := childproc.Start(cmd) // SysProcAttr (Pdeathsig) is set by s.command
 	if err != nil {
 		return fmt.Errorf("pgserver: %w", err)
 	}
-	s.proc = proc
+	s.mu.Lock()
+	s.log, s.proc = buf, proc
+	s.mu.Unlock()
 
-	if err := s.waitReady(ctx); err != nil {
+	if err := s.waitReady(ctx, proc); err != nil {
 		_ = s.kill()
-		return fmt.Errorf("pgserver: postgres on port %d: %w\nserver log:\n%s", port, err, s.log.tail())
+		return fmt.Errorf("pgserver: postgres on port %d: %w\nserver log:\n%s", port, err, buf.tail())
 	}
 	s.logfIf("pgserver: postgres %s ready on port %d in %v", s.dataDir, port, time.Since(begin).Round(time.Millisecond))
 	return nil
@@ -307,7 +314,7 @@ func (s *Server) start(ctx context.Context, cred *syscall.Credential, extra map[
 
 // waitReady polls until a connection succeeds, the process exits, ctx ends or
 // readyTimeout passes.
-func (s *Server) waitReady(ctx context.Context) error {
+func (s *Server) waitReady(ctx context.Context, proc *childproc.Process) error {
 	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
 	var lastErr error
@@ -324,8 +331,8 @@ func (s *Server) waitReady(ctx context.Context) error {
 		}
 		lastErr = err
 		select {
-		case <-s.proc.Done():
-			return fmt.Errorf("server exited before accepting connections: %v", s.proc.Err())
+		case <-proc.Done():
+			return fmt.Errorf("server exited before accepting connections: %v", proc.Err())
 		case <-ctx.Done():
 			return fmt.Errorf("not ready (%w), last connection error: %w", ctx.Err(), lastErr)
 		case <-time.After(20 * time.Millisecond):
@@ -394,26 +401,34 @@ func (s *Server) Stop() error {
 	return s.stopErr
 }
 
-// kill stops the current postgres process and its process group and waits
-// for it to exit.
-func (s *Server) kill() error {
-	if s.proc == nil {
+// kill stops the current postgres process with an immediate shutdown
+// (SIGQUIT) and waits for it and its process group.
+func (s *Server) kill() error { return s.signalAndWait(syscall.SIGQUIT) }
+
+// signalAndWait sends sig to the current postgres process, waits for it to
+// exit (killing its process group after stopTimeout) and kills whatever is
+// left of the group.
+func (s *Server) signalAndWait(sig syscall.Signal) error {
+	s.mu.Lock()
+	proc := s.proc
+	s.mu.Unlock()
+	if proc == nil {
 		return nil
 	}
-	pid := s.proc.Cmd.Process.Pid
+	pid := proc.Cmd.Process.Pid
 	select {
-	case <-s.proc.Done():
+	case <-proc.Done():
 	default:
-		if err := s.proc.Cmd.Process.Signal(syscall.SIGQUIT); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		if err := proc.Cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
 			s.logfIf("pgserver: signal postgres %d: %v", pid, err)
 		}
 		select {
-		case <-s.proc.Done():
+		case <-proc.Done():
 		case <-time.After(stopTimeout):
 			s.logfIf("pgserver: postgres %d did not exit within %v, killing its process group", pid, stopTimeout)
 			_ = killGroup(pid, syscall.SIGKILL)
 			select {
-			case <-s.proc.Done():
+			case <-proc.Done():
 			case <-time.After(stopTimeout):
 				return fmt.Errorf("pgserver: postgres %d did not exit after SIGKILL", pid)
 			}
@@ -422,6 +437,45 @@ func (s *Server) kill() error {
 	// Children that outlived the postmaster, if any.
 	_ = killGroup(pid, syscall.SIGKILL)
 	return nil
+}
+
+// Shutdown stops the server as `pg_ctl stop` does by default (a fast
+// shutdown: open sessions end with SQLSTATE 57P01, new connections are
+// refused) and keeps its data directory and port, so that Resume can start
+// it again: a database outage, for tests. Stop still removes everything.
+func (s *Server) Shutdown() error {
+	s.mu.Lock()
+	if s.down {
+		s.mu.Unlock()
+		return errors.New("pgserver: shutdown: the server is down already")
+	}
+	s.down = true
+	s.mu.Unlock()
+	err := s.signalAndWait(syscall.SIGINT)
+	s.logfIf("pgserver: shut postgres on port %d down", s.port)
+	return err
+}
+
+// Resume starts a server stopped by Shutdown again, on its port and data
+// directory, and returns once it accepts connections. It fails if another
+// process took the port meanwhile.
+func (s *Server) Resume(ctx context.Context) error {
+	s.mu.Lock()
+	if !s.down {
+		s.mu.Unlock()
+		return errors.New("pgserver: resume: the server is not shut down")
+	}
+	s.down = false
+	s.mu.Unlock()
+	return s.start(ctx, s.port)
+}
+
+// portTaken reports whether the last start failed because its port was in
+// use.
+func (s *Server) portTaken() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.log != nil && s.log.contains("already in use")
 }
 
 func killGroup(pgid int, sig syscall.Signal) error {

@@ -126,3 +126,62 @@ func TestStartWrongBinDir(t *testing.T) {
 		t.Fatalf("Start with empty BinDir error = %v, want ErrNoBinaries", err)
 	}
 }
+
+// Shutdown stops the server as pg_ctl stop does (open sessions end with
+// 57P01, new connections are refused) and Resume starts it again on the same
+// port with the same data.
+func TestShutdownResume(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t, pgserver.Options{ExtraSettings: map[string]string{"work_mem": "7MB"}})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dbURL, err := srv.CreateDatabase(ctx, "outage")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, "CREATE TABLE kept (n int); INSERT INTO kept VALUES (42)"); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Resume(ctx); err == nil {
+		t.Error("Resume of a running server succeeded")
+	}
+	port := srv.Port()
+	if err := srv.Shutdown(); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if err := srv.Shutdown(); err == nil {
+		t.Error("second Shutdown succeeded")
+	}
+	// The open session was ended by the server; new connections are refused.
+	if _, err := conn.Exec(ctx, "SELECT 1"); err == nil {
+		t.Error("a session survived Shutdown")
+	}
+	if c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), time.Second); err == nil {
+		_ = c.Close()
+		t.Error("the server accepts connections after Shutdown")
+	}
+	if err := srv.Resume(ctx); err != nil {
+		t.Fatalf("Resume: %v", err)
+	}
+	if srv.Port() != port {
+		t.Errorf("port %d after Resume, want %d", srv.Port(), port)
+	}
+	conn2, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		t.Fatalf("connect after Resume: %v", err)
+	}
+	defer conn2.Close(context.Background())
+	var n int
+	var workMem string
+	if err := conn2.QueryRow(ctx, "SELECT n, current_setting('work_mem') FROM kept").Scan(&n, &workMem); err != nil {
+		t.Fatal(err)
+	}
+	if n != 42 || workMem != "7MB" {
+		t.Errorf("after Resume: n = %d, work_mem = %s; want 42 and 7MB", n, workMem)
+	}
+}

@@ -288,6 +288,24 @@ func NewIsolatedPool(tb testing.TB) *pgxpool.Pool {
 		tb.Logf("pgtest: DATABASE_URL is set: %s shares its cluster with other tests", tb.Name())
 		return NewPool(tb)
 	}
+	_, pool := newIsolated(tb)
+	return pool
+}
+
+// NewIsolatedServer is NewIsolatedPool that also returns the cluster, for
+// tests that stop and resume it (pgserver.Server.Shutdown and Resume): a
+// database outage that no other test feels. With DATABASE_URL set there is
+// no cluster of the test's own, and the test is skipped.
+func NewIsolatedServer(tb testing.TB) (*pgserver.Server, *pgxpool.Pool) {
+	tb.Helper()
+	if os.Getenv(envDatabaseURL) != "" {
+		tb.Skipf("pgtest: DATABASE_URL is set: %s needs a cluster of its own to stop", tb.Name())
+	}
+	return newIsolated(tb)
+}
+
+func newIsolated(tb testing.TB) (*pgserver.Server, *pgxpool.Pool) {
+	tb.Helper()
 	if _, err := getBackend(); err != nil {
 		NewDatabase(tb) // skips or fails the way every test does
 	}
@@ -314,5 +332,5 @@ func NewIsolatedPool(tb testing.TB) *pgxpool.Pool {
 	if err := pool.Ping(ctx); err != nil {
 		tb.Fatalf("pgtest: ping the isolated database: %v", err)
 	}
-	return pool
+	return srv, pool
 }
