@@ -27,7 +27,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -136,10 +135,14 @@ type App struct {
 	err    func() error
 }
 
-// Topic of an event in App.
-func (a *App) Topic(ev bus.Event) string { return a.topic(ev.Envelope().AggregateType) }
-
-func (a *App) topic(aggregateType string) string { return a.prefix + aggregateType }
+// Topic of an event in App: the topic the outbox's routing gives its type.
+func (a *App) Topic(ev bus.Event) string {
+	topic, err := a.Outbox.Routing().Topic(a.Outbox.Registry(), ev)
+	if err != nil {
+		panic(err) // the suite sends only registered events
+	}
+	return topic
+}
 
 // StartApp starts App.
 func StartApp(ctx context.Context, cfg AppConfig) (*App, error) {
@@ -151,14 +154,9 @@ func StartApp(ctx context.Context, cfg AppConfig) (*App, error) {
 		return nil, err
 	}
 	prefix := cfg.Prefix + "_"
-	routing := bus.TopicByAggregateType(prefix)
-	var topics []string
-	for _, t := range gen.Registry().Types() {
-		topics = append(topics, prefix+t.AggregateType)
-	}
-	slices.Sort(topics)
-	topics = slices.Compact(topics)
-	ob, err := bus.NewOutbox(ctx, cfg.Pool, bus.OutboxConfig{Registry: gen.Registry(), Topic: routing})
+	// One routing for the outbox and the consumer.
+	routing := bus.RouteByAggregateType(prefix)
+	ob, err := bus.NewOutbox(ctx, cfg.Pool, bus.OutboxConfig{Registry: gen.Registry(), Routing: routing})
 	if err != nil {
 		b.Close()
 		return nil, err
@@ -174,9 +172,9 @@ func StartApp(ctx context.Context, cfg AppConfig) (*App, error) {
 		b.Close()
 		return nil, err
 	}
-	app := &App{Outbox: ob, Broker: b, Topics: topics, DeadLetterTopic: prefix + "dead_letters", prefix: prefix}
+	app := &App{Outbox: ob, Broker: b, DeadLetterTopic: prefix + "dead_letters", prefix: prefix}
 	c, err := bus.NewConsumer(bus.ConsumerConfig{
-		Registry: gen.Registry(), Subscriber: sub, Group: prefix + "effects", Topics: topics,
+		Registry: gen.Registry(), Subscriber: sub, Group: prefix + "effects", Routing: routing,
 		DeadLetter: b.Publisher(), DeadLetterTopic: app.DeadLetterTopic,
 		Pool: cfg.Pool, Outbox: ob, Logger: cfg.Logger,
 		MaxRetries: 2, BackoffInitial: 10 * time.Millisecond, BackoffMax: 50 * time.Millisecond,
@@ -192,6 +190,7 @@ func StartApp(ctx context.Context, cfg AppConfig) (*App, error) {
 		return nil, err
 	})
 	app.Consumer = c
+	app.Topics = c.Topics()
 	relayCfg := bus.RelayConfig{Pool: cfg.Pool, Publisher: b.Publisher(), Logger: cfg.Logger}
 	if !cfg.DefaultRelay {
 		relayCfg.PollInterval, relayCfg.BackoffInitial, relayCfg.BackoffMax = 200*time.Millisecond, 10*time.Millisecond, 200*time.Millisecond
@@ -440,7 +439,7 @@ func testPoison(t *testing.T, f Features, url string) {
 	malformed.Metadata.Set(bus.MetadataName, "edupulse.pulse.created")
 	malformed.Metadata.Set(bus.MetadataVersion, "1")
 	malformed.Metadata.Set(bus.MetadataAggregateID, uuid.NewString())
-	pulseTopic := app.topic("pulse")
+	pulseTopic := app.Topic(gen.PulseCreated{})
 	if err := app.Broker.Publisher().Publish(pulseTopic, unknown); err != nil {
 		t.Fatal(err)
 	}
