@@ -5,6 +5,9 @@
 // an event the broker refuses for good dead-lettered by the relay while the
 // events behind it go on.
 //
+// Two versions of one event name, sharing a topic, each reach the typed
+// handler of their own version.
+//
 // The suite runs one application function, App, against each broker URL,
 // which is the proof that switching brokers takes only the URL.
 //
@@ -87,6 +90,7 @@ func Run(t *testing.T, f Features, brokerURL func(t *testing.T) string) {
 	t.Run("AllEventsOnceInEffect", func(t *testing.T) { testAllEvents(t, f, brokerURL(t)) })
 	t.Run("DuplicatesSkippedByInbox", func(t *testing.T) { testDuplicates(t, f, brokerURL(t)) })
 	t.Run("PoisonDeadLettered", func(t *testing.T) { testPoison(t, f, brokerURL(t)) })
+	t.Run("VersionsToOwnHandlers", func(t *testing.T) { testVersions(t, f, brokerURL(t)) })
 	t.Run("RefusedEventDeadLettered", func(t *testing.T) {
 		switch {
 		case f.Refusal != nil && f.Refusal.BrokerURL != nil:
