@@ -56,9 +56,17 @@ type ConsumerConfig struct {
 	// Group names the consumer: its inbox rows, its handler names, its
 	// logs. Required.
 	Group string
-	// Topics lists the broker topics to consume. Defaults to every wire
-	// name of the registry, matching the outbox's default routing
-	// (TopicByEventName).
+	// Routing says on which topics the events arrive: the routing their
+	// producers' Outbox publishes with (OutboxConfig.Routing), the same
+	// value. Defaults to the routing of Outbox when that is set, else to
+	// routing by event name, the Outbox's default. NewConsumer refuses a
+	// Routing that sends an event type elsewhere than Outbox's does.
+	Routing Routing
+	// Topics narrows the consumer to some of the topics Routing gives the
+	// registry's event types; NewConsumer refuses a topic that no event is
+	// routed to, and Run a typed handler whose events are routed to a
+	// topic left out. Defaults to every topic of Routing (see
+	// Routing.Topics).
 	Topics []string
 	// DeadLetter receives messages that cannot be decoded (unknown wire
 	// name or version, malformed payload) and messages whose handlers kept
@@ -71,7 +79,8 @@ type ConsumerConfig struct {
 	// Pool is the database of the inbox, required by OnTx handlers.
 	Pool *pgxpool.Pool
 	// Outbox publishes the events OnTx handlers return, in their
-	// transaction. Required when an OnTx handler returns events.
+	// transaction. Required when an OnTx handler returns events. Its
+	// routing is the consumer's unless Routing is set.
 	Outbox *Outbox
 	// MaxRetries is the number of retries of a failing handler before the
 	// message is dead-lettered. Attempts that fail on an outage (see
@@ -124,9 +133,7 @@ func (c *ConsumerConfig) setDefaults() {
 	c.InboxCleanInterval = cmp.Or(c.InboxCleanInterval, InboxCleanIntervalDefault)
 	c.CloseTimeout = cmp.Or(c.CloseTimeout, ShutdownTimeoutDefault)
 	c.UnknownVersion = cmp.Or(c.UnknownVersion, UnknownVersionDefault)
-	if len(c.Topics) == 0 && c.Registry != nil {
-		c.Topics = c.Registry.Names()
-	}
+	c.setRoutingDefaults()
 	if c.TracerProvider == nil {
 		c.TracerProvider = otel.GetTracerProvider()
 	}
@@ -158,6 +165,9 @@ func (c ConsumerConfig) Validate() error {
 	}
 	if c.UnknownVersion != "" && !c.UnknownVersion.Valid() {
 		errs = append(errs, fmt.Errorf("UnknownVersion %q is not a policy (want one of %v)", c.UnknownVersion, AllUnknownVersionPolicyValues()))
+	}
+	if err := c.validateRouting(); err != nil {
+		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("bus: invalid consumer config: %w", err)
@@ -405,6 +415,9 @@ func (c *Consumer) Run(ctx context.Context) error {
 	}
 	if needTx && c.cfg.Pool == nil {
 		return errors.New("bus: consumer: OnTx handlers need ConsumerConfig.Pool")
+	}
+	if err := c.checkHandlerTopics(); err != nil {
+		return fmt.Errorf("bus: consumer %s: %w", c.cfg.Group, err)
 	}
 	poison, err := middleware.PoisonQueueWithFilter(deadLetterCounter{c}, c.cfg.DeadLetterTopic,
 		func(error) bool { return !c.stopping.Load() })

@@ -18,6 +18,14 @@
 // Rows use watermill-sql v3's PostgreSQL layout and Watermill's forwarder
 // envelope, one table per lane (see package schema).
 //
+// # Routing
+//
+// A Routing gives each event type its broker topic: by event name (the
+// default), by aggregate type, one topic, or a function of your own. The
+// Outbox publishes with it and a Consumer subscribes to the topics it gives
+// the registry's types, so pass the same value to both (OutboxConfig.Routing,
+// ConsumerConfig.Routing), or give the consumer the Outbox.
+//
 // # Relaying
 //
 // A Relay reads every lane with Watermill's SQL subscriber and publishes

@@ -31,24 +31,6 @@ type TxBeginner interface {
 	Begin(ctx context.Context) (pgx.Tx, error)
 }
 
-// TopicFunc chooses the broker topic of an event.
-type TopicFunc func(ev Event) string
-
-// TopicByEventName routes every event to a topic named after its wire name,
-// such as "edupulse.pulse.created". It is the default.
-func TopicByEventName(ev Event) string { return ev.EventName() }
-
-// TopicByAggregateType routes events to one topic per aggregate type,
-// prefix + aggregate type, such as "edupulse.pulse".
-func TopicByAggregateType(prefix string) TopicFunc {
-	return func(ev Event) string { return prefix + ev.Envelope().AggregateType }
-}
-
-// SingleTopic routes every event to one topic.
-func SingleTopic(topic string) TopicFunc {
-	return func(Event) string { return topic }
-}
-
 // OutboxConfig configures an Outbox.
 type OutboxConfig struct {
 	// Registry knows the event types; usually the generated gen.Registry().
@@ -58,8 +40,10 @@ type OutboxConfig struct {
 	// where schema.Migrate recorded it; producers and relays must agree, so
 	// leave it zero outside tests.
 	Lanes int
-	// Topic chooses each event's broker topic. Defaults to TopicByEventName.
-	Topic TopicFunc
+	// Routing chooses each event's broker topic from its type. Pass the
+	// same value to the consumers (ConsumerConfig.Routing), or give them
+	// this Outbox. Defaults to routing by event name (RouteByEventName).
+	Routing Routing
 }
 
 // Outbox writes events into the transactional outbox in the caller's
@@ -71,7 +55,8 @@ type Outbox struct {
 	registry *Registry
 	lanes    atomic.Int32 // refreshed when Migrate adds lanes
 	lanesDB  schema.Querier
-	topic    TopicFunc
+	routing  Routing
+	topics   map[typeKey]string // the topic of each registered type, by routing
 	inserts  insertCache
 }
 
@@ -84,6 +69,12 @@ func NewOutbox(ctx context.Context, db schema.Querier, cfg OutboxConfig) (*Outbo
 	if cfg.Lanes < 0 || cfg.Lanes > schema.LanesMax {
 		return nil, fmt.Errorf("bus: outbox: lanes %d out of range 1..%d", cfg.Lanes, schema.LanesMax)
 	}
+	// Route every type now: a type the routing cannot route is a
+	// configuration error, not a failed Publish later.
+	topics, err := cfg.Routing.table(cfg.Registry)
+	if err != nil {
+		return nil, fmt.Errorf("bus: outbox: %w", err)
+	}
 	if cfg.Lanes == 0 {
 		n, err := schema.Lanes(ctx, db)
 		if err != nil {
@@ -91,10 +82,7 @@ func NewOutbox(ctx context.Context, db schema.Querier, cfg OutboxConfig) (*Outbo
 		}
 		cfg.Lanes = n
 	}
-	if cfg.Topic == nil {
-		cfg.Topic = TopicByEventName
-	}
-	o := &Outbox{registry: cfg.Registry, lanesDB: db, topic: cfg.Topic}
+	o := &Outbox{registry: cfg.Registry, lanesDB: db, routing: cfg.Routing, topics: topics}
 	o.lanes.Store(int32(cfg.Lanes))
 	return o, nil
 }
@@ -152,10 +140,7 @@ func (o *Outbox) Publish(ctx context.Context, tx Execer, events ...Event) error 
 		if err != nil {
 			return fmt.Errorf("bus: publish: %w", err)
 		}
-		topic := o.topic(ev)
-		if topic == "" {
-			return fmt.Errorf("bus: publish %s %s: empty topic from the TopicFunc", ev.EventName(), msg.UUID)
-		}
+		topic := o.topics[typeKey{ev.EventName(), ev.EventVersion()}] // NewMessage refused unregistered types
 		// The row keeps the event's id and metadata, so that SQL can read
 		// them without unwrapping; the forwarder reads only the payload.
 		// The metadata is encoded once, for both.

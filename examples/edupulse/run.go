@@ -65,7 +65,14 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	stats := newRunStats()
 	svc := &service{pool: pool, outbox: outbox, committed: stats.committed}
 
-	badges, err := newConsumer(b, pool, outbox, logger, "badges", []string{gen.PulseAnswered{}.EventName()})
+	// The consumers take the outbox's routing (they are given the outbox),
+	// so both sides agree on the topics. Badges reads only the topic of
+	// PulseAnswered.
+	answeredTopic, err := outbox.Routing().Topic(gen.Registry(), gen.PulseAnswered{})
+	if err != nil {
+		return err
+	}
+	badges, err := newConsumer(b, pool, outbox, logger, "badges", []string{answeredTopic})
 	if err != nil {
 		return err
 	}

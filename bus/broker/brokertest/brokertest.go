@@ -5,6 +5,9 @@
 // an event the broker refuses for good dead-lettered by the relay while the
 // events behind it go on.
 //
+// Two versions of one event name, sharing a topic, each reach the typed
+// handler of their own version.
+//
 // The suite runs one application function, App, against each broker URL,
 // which is the proof that switching brokers takes only the URL.
 //
@@ -27,7 +30,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -88,6 +90,7 @@ func Run(t *testing.T, f Features, brokerURL func(t *testing.T) string) {
 	t.Run("AllEventsOnceInEffect", func(t *testing.T) { testAllEvents(t, f, brokerURL(t)) })
 	t.Run("DuplicatesSkippedByInbox", func(t *testing.T) { testDuplicates(t, f, brokerURL(t)) })
 	t.Run("PoisonDeadLettered", func(t *testing.T) { testPoison(t, f, brokerURL(t)) })
+	t.Run("VersionsToOwnHandlers", func(t *testing.T) { testVersions(t, f, brokerURL(t)) })
 	t.Run("RefusedEventDeadLettered", func(t *testing.T) {
 		switch {
 		case f.Refusal != nil && f.Refusal.BrokerURL != nil:
@@ -136,10 +139,14 @@ type App struct {
 	err    func() error
 }
 
-// Topic of an event in App.
-func (a *App) Topic(ev bus.Event) string { return a.topic(ev.Envelope().AggregateType) }
-
-func (a *App) topic(aggregateType string) string { return a.prefix + aggregateType }
+// Topic of an event in App: the topic the outbox's routing gives its type.
+func (a *App) Topic(ev bus.Event) string {
+	topic, err := a.Outbox.Routing().Topic(a.Outbox.Registry(), ev)
+	if err != nil {
+		panic(err) // the suite sends only registered events
+	}
+	return topic
+}
 
 // StartApp starts App.
 func StartApp(ctx context.Context, cfg AppConfig) (*App, error) {
@@ -151,14 +158,9 @@ func StartApp(ctx context.Context, cfg AppConfig) (*App, error) {
 		return nil, err
 	}
 	prefix := cfg.Prefix + "_"
-	routing := bus.TopicByAggregateType(prefix)
-	var topics []string
-	for _, t := range gen.Registry().Types() {
-		topics = append(topics, prefix+t.AggregateType)
-	}
-	slices.Sort(topics)
-	topics = slices.Compact(topics)
-	ob, err := bus.NewOutbox(ctx, cfg.Pool, bus.OutboxConfig{Registry: gen.Registry(), Topic: routing})
+	// One routing for the outbox and the consumer.
+	routing := bus.RouteByAggregateType(prefix)
+	ob, err := bus.NewOutbox(ctx, cfg.Pool, bus.OutboxConfig{Registry: gen.Registry(), Routing: routing})
 	if err != nil {
 		b.Close()
 		return nil, err
@@ -174,9 +176,9 @@ func StartApp(ctx context.Context, cfg AppConfig) (*App, error) {
 		b.Close()
 		return nil, err
 	}
-	app := &App{Outbox: ob, Broker: b, Topics: topics, DeadLetterTopic: prefix + "dead_letters", prefix: prefix}
+	app := &App{Outbox: ob, Broker: b, DeadLetterTopic: prefix + "dead_letters", prefix: prefix}
 	c, err := bus.NewConsumer(bus.ConsumerConfig{
-		Registry: gen.Registry(), Subscriber: sub, Group: prefix + "effects", Topics: topics,
+		Registry: gen.Registry(), Subscriber: sub, Group: prefix + "effects", Routing: routing,
 		DeadLetter: b.Publisher(), DeadLetterTopic: app.DeadLetterTopic,
 		Pool: cfg.Pool, Outbox: ob, Logger: cfg.Logger,
 		MaxRetries: 2, BackoffInitial: 10 * time.Millisecond, BackoffMax: 50 * time.Millisecond,
@@ -192,6 +194,7 @@ func StartApp(ctx context.Context, cfg AppConfig) (*App, error) {
 		return nil, err
 	})
 	app.Consumer = c
+	app.Topics = c.Topics()
 	relayCfg := bus.RelayConfig{Pool: cfg.Pool, Publisher: b.Publisher(), Logger: cfg.Logger}
 	if !cfg.DefaultRelay {
 		relayCfg.PollInterval, relayCfg.BackoffInitial, relayCfg.BackoffMax = 200*time.Millisecond, 10*time.Millisecond, 200*time.Millisecond
@@ -440,7 +443,7 @@ func testPoison(t *testing.T, f Features, url string) {
 	malformed.Metadata.Set(bus.MetadataName, "edupulse.pulse.created")
 	malformed.Metadata.Set(bus.MetadataVersion, "1")
 	malformed.Metadata.Set(bus.MetadataAggregateID, uuid.NewString())
-	pulseTopic := app.topic("pulse")
+	pulseTopic := app.Topic(gen.PulseCreated{})
 	if err := app.Broker.Publisher().Publish(pulseTopic, unknown); err != nil {
 		t.Fatal(err)
 	}
