@@ -2,8 +2,9 @@
 // for each struct type marked with an //eventbus:event directive, a wrapper
 // type implementing bus.Event with its constructor, the sealed Event sum
 // type and its Kind discriminator, an exhaustive Handler with Dispatch, the
-// codec Registry, and optionally sqlc queries over the outbox with typed
-// wrappers.
+// codec Registry with the declared upcasters, the schema lock, and
+// optionally sqlc queries over the outbox with typed wrappers, a JSON
+// Schema per event version and an AsyncAPI document.
 //
 // It runs from go generate in the events package's directory:
 //
@@ -17,18 +18,37 @@
 //	-queries dir        write one sqlc query file per event into dir
 //	-sqlc-package path  import path of the package sqlc generates from -queries;
 //	                    adds typed query wrappers (NewQueries) to the generated package
+//	-sqlc-out dir       sqlc's output directory: its files of removed query files are removed
+//	-lock file          the schema lock, relative to the events package's directory
+//	                    (default eventbus.lock.json); empty for none
+//	-accept-breaking    accept breaking changes to locked event versions, rewriting the lock
+//	-schemas dir        write a JSON Schema (draft 2020-12) per event version into dir
+//	-asyncapi file      write an AsyncAPI 3.0 document of the events
+//	-asyncapi-topics r  the routing of its channels: name (default), aggregate:PREFIX, single:TOPIC
+//	-asyncapi-version v its info.version (default 1.0.0)
 //
 // # Output
 //
 // The generated package gets events_gen.go and, with -sqlc-package,
-// queries_gen.go; -queries gets <snake_case_type>.sql per event. Generated
-// files that are no longer produced are removed from both directories; only
-// files carrying eventgen's "Code generated" notice are ever removed or
+// queries_gen.go; -queries gets <snake_case_type>.sql per event, and
+// -schemas <name>.v<version>.schema.json per event version. Generated
+// files that are no longer produced are removed from these directories;
+// only files carrying eventgen's "Code generated" notice are ever removed or
 // overwritten. The sqlc queries expect sqlc's pgx/v5 driver with
 // emit_methods_with_db_argument: true.
 //
-// Any problem in the declarations (all are reported, with file:line:col)
-// makes eventgen exit with status 1 without writing anything.
+// # Versions, upcasters and the schema lock
+//
+// Functions marked //eventbus:upcast convert one version of an event into
+// the next; the generated registry and Dispatch chain them. The schema lock
+// records the JSON shape and the Kind number of every event version; a
+// change that payloads already stored would not survive is an error. The
+// events package's documentation (events/doc.go in this module) describes
+// both.
+//
+// Any problem in the declarations or against the lock (all are reported,
+// with file:line:col) makes eventgen exit with status 1 without writing
+// anything.
 package main
 
 import (
