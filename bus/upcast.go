@@ -50,7 +50,7 @@ func (r *Registry) Upcast(ev Event, version int) (Event, error) {
 		}
 		if next == nil || next.EventName() != name || next.EventVersion() != v+1 {
 			return nil, fmt.Errorf("bus: upcast %s from version %d: the upcaster of %s returned %s, want version %d",
-				name, v, t.GoType, describe(next), v+1)
+				name, v, t.GoType, describeEvent(next), v+1)
 		}
 		ev = next
 	}
@@ -110,7 +110,7 @@ func (r *Registry) checkUpcasters() []error {
 	return errs
 }
 
-func describe(ev Event) string {
+func describeEvent(ev Event) string {
 	if ev == nil {
 		return "nil"
 	}
