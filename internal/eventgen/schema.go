@@ -92,8 +92,8 @@ func newSchemaDocs(cfg config, pkg *packages.Package, evs []*event, lock *lockFi
 }
 
 // topicFunc returns the topic of an event under the routing named by
-// -asyncapi-topics, mirroring bus.TopicByEventName,
-// bus.TopicByAggregateType and bus.SingleTopic.
+// -asyncapi-topics, mirroring bus.RouteByEventName,
+// bus.RouteByAggregateType and bus.RouteToTopic.
 func topicFunc(routing string) (func(ev *event) string, error) {
 	kind, arg, _ := strings.Cut(routing, ":")
 	switch {
