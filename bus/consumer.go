@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -221,11 +220,14 @@ type route struct {
 // happen once per event: a redelivered event is recognised and skipped.
 //
 // Typed handlers are keyed by wire name and version: On[T] receives the
-// events of T's name and version only. A message of a version that no
-// handler takes, while another version of its name has handlers, follows
-// ConsumerConfig.UnknownVersion (dead-lettered at once with a reason
-// wrapping ErrUnknownVersion by default), unless an OnAny or OnAnyTx
-// handler takes every event; so does a message of a name or version the
+// events of T's name and version, and those of earlier versions that the
+// registry can upcast to T's version (see Registry.Upcast), converted; a
+// handler of an earlier version still receives exactly its own version. A
+// message of a version that no handler takes, even upcast, while another
+// version of its name has handlers, follows ConsumerConfig.UnknownVersion
+// (dead-lettered at once with a reason wrapping ErrUnknownVersion by
+// default), unless an OnAny or OnAnyTx handler takes every event (those
+// receive events as published); so does a message of a name or version the
 // registry lacks. Messages of a registered name without any handler are
 // acked.
 //
@@ -396,19 +398,9 @@ func (c *Consumer) Run(ctx context.Context) error {
 	c.started = true
 	regErr := errors.Join(c.regErrs...)
 	needTx := len(c.tx) > 0
-	// The handlers are fixed from here on: resolve each event type's once.
-	c.routes = make(map[typeKey]route)
-	c.versions = make(map[string][]int)
-	for _, t := range c.cfg.Registry.Types() {
-		k := typeKey{t.Name, t.Version}
-		c.routes[k] = route{
-			plain: slices.Concat(c.plain[k], c.plain[typeKey{}]),
-			tx:    slices.Concat(c.tx[k], c.tx[typeKey{}]),
-		}
-		if len(c.plain[k])+len(c.tx[k]) > 0 {
-			c.versions[t.Name] = append(c.versions[t.Name], t.Version)
-		}
-	}
+	// The handlers are fixed from here on: resolve each event type's once,
+	// upcasting included (upcast.go).
+	c.routes, c.versions = c.resolveRoutes()
 	c.mu.Unlock()
 	if regErr != nil {
 		return fmt.Errorf("bus: consumer %s: handler registration failed: %w", c.cfg.Group, regErr)

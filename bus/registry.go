@@ -66,6 +66,12 @@ type EventType struct {
 	// Decode builds the typed event from its envelope and JSON payload. It
 	// returns an error wrapping the decoder's error for a malformed payload.
 	Decode func(env Envelope, payload []byte) (Event, error)
+	// Upcast, when set, converts an event of this type into version
+	// Version+1 of the same name, which must be registered too, keeping its
+	// envelope. Consumers use it to hand events of this version to handlers
+	// of later versions (see Registry.Upcast). Nil for the latest version
+	// and for a retired one, whose events reach only its own handlers.
+	Upcast func(ev Event) (Event, error)
 }
 
 type typeKey struct {
@@ -82,8 +88,8 @@ type Registry struct {
 }
 
 // NewRegistry returns a registry of the given event types. It refuses an
-// empty name, a version below 1, a missing Decode and a name and version
-// registered twice.
+// empty name, a version below 1, a missing Decode, a name and version
+// registered twice, and an Upcast whose target version is not registered.
 func NewRegistry(types ...EventType) (*Registry, error) {
 	r := &Registry{byKey: make(map[typeKey]EventType, len(types))}
 	var errs []error
@@ -107,6 +113,7 @@ func NewRegistry(types ...EventType) (*Registry, error) {
 		r.byKey[k] = t
 		r.types = append(r.types, t)
 	}
+	errs = append(errs, r.checkUpcasters()...)
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("bus: invalid registry: %w", err)
 	}

@@ -32,20 +32,30 @@ type Event interface {
 // Kind discriminates the events declared in package events.
 type Kind uint8
 
-// The kinds, one per event type, ordered by wire name.
+// The kinds, one per event type, ordered by wire name and version.
+// Their numbers come from the schema lock and never change: a new event
+// gets a new number, and a removed event's number is not reused.
 const (
-	KindBadgeAwarded    Kind = iota + 1 // edupulse.badge.awarded
-	KindLessonPublished                 // edupulse.lesson.published
-	KindPulseAnswered                   // edupulse.pulse.answered
-	KindPulseCreated                    // edupulse.pulse.created
+	KindBadgeAwarded    Kind = 1 // edupulse.badge.awarded
+	KindLessonPublished Kind = 2 // edupulse.lesson.published
+	KindPulseAnswered   Kind = 3 // edupulse.pulse.answered
+	KindPulseAnsweredV2 Kind = 5 // edupulse.pulse.answered version 2
+	KindPulseCreated    Kind = 4 // edupulse.pulse.created
 )
 
-// AllKinds returns every kind, ordered by wire name.
+// AllKinds returns every kind, ordered by wire name and version.
 func AllKinds() []Kind {
-	return []Kind{KindBadgeAwarded, KindLessonPublished, KindPulseAnswered, KindPulseCreated}
+	return []Kind{
+		KindBadgeAwarded,
+		KindLessonPublished,
+		KindPulseAnswered,
+		KindPulseAnsweredV2,
+		KindPulseCreated,
+	}
 }
 
-// String returns the kind's wire name.
+// String returns the kind's wire name, followed by "@v" and the version for
+// versions above 1.
 func (k Kind) String() string {
 	switch k {
 	case KindBadgeAwarded:
@@ -54,6 +64,8 @@ func (k Kind) String() string {
 		return "edupulse.lesson.published"
 	case KindPulseAnswered:
 		return "edupulse.pulse.answered"
+	case KindPulseAnsweredV2:
+		return "edupulse.pulse.answered@v2"
 	case KindPulseCreated:
 		return "edupulse.pulse.created"
 	}
@@ -61,9 +73,19 @@ func (k Kind) String() string {
 }
 
 // Valid reports whether k is one of the declared kinds.
-func (k Kind) Valid() bool { return k >= KindBadgeAwarded && k <= KindPulseCreated }
+func (k Kind) Valid() bool {
+	switch k {
+	case KindBadgeAwarded,
+		KindLessonPublished,
+		KindPulseAnswered,
+		KindPulseAnsweredV2,
+		KindPulseCreated:
+		return true
+	}
+	return false
+}
 
-// ParseKind returns the kind for a wire name.
+// ParseKind returns the kind for a wire name, as Kind.String returns it.
 func ParseKind(name string) (Kind, error) {
 	switch name {
 	case "edupulse.badge.awarded":
@@ -72,6 +94,8 @@ func ParseKind(name string) (Kind, error) {
 		return KindLessonPublished, nil
 	case "edupulse.pulse.answered":
 		return KindPulseAnswered, nil
+	case "edupulse.pulse.answered@v2":
+		return KindPulseAnsweredV2, nil
 	case "edupulse.pulse.created":
 		return KindPulseCreated, nil
 	}
@@ -186,6 +210,43 @@ func (e PulseAnswered) MarshalJSON() ([]byte, error) { return json.Marshal(e.Pul
 
 func (PulseAnswered) isEvent() {}
 
+// PulseAnsweredV2 is events.PulseAnsweredV2 with its envelope: a learner
+// submitted an answer to a pulse, graded.
+type PulseAnsweredV2 struct {
+	events.PulseAnsweredV2
+	envelope bus.Envelope
+}
+
+// NewPulseAnsweredV2 returns a PulseAnsweredV2 with a new envelope: a
+// UUIDv7 id, the current time and PulseID as the aggregate id.
+func NewPulseAnsweredV2(pulseID uuid.UUID, answerID uuid.UUID, studentID uuid.UUID, correct bool, answeredAt time.Time) PulseAnsweredV2 {
+	e := events.PulseAnsweredV2{
+		PulseID:    pulseID,
+		AnswerID:   answerID,
+		StudentID:  studentID,
+		Correct:    correct,
+		AnsweredAt: answeredAt,
+	}
+	return PulseAnsweredV2{PulseAnsweredV2: e, envelope: bus.NewEnvelope("pulse", e.PulseID.String())}
+}
+
+// EventName returns "edupulse.pulse.answered".
+func (PulseAnsweredV2) EventName() string { return "edupulse.pulse.answered" }
+
+// EventVersion returns 2.
+func (PulseAnsweredV2) EventVersion() int { return 2 }
+
+// Kind returns KindPulseAnsweredV2.
+func (PulseAnsweredV2) Kind() Kind { return KindPulseAnsweredV2 }
+
+// Envelope returns the event's id, aggregate and time.
+func (e PulseAnsweredV2) Envelope() bus.Envelope { return e.envelope }
+
+// MarshalJSON encodes the payload only; the envelope travels as metadata.
+func (e PulseAnsweredV2) MarshalJSON() ([]byte, error) { return json.Marshal(e.PulseAnsweredV2) }
+
+func (PulseAnsweredV2) isEvent() {}
+
 // PulseCreated is events.PulseCreated with its envelope: an instructor
 // published a new learning pulse.
 type PulseCreated struct {
@@ -227,16 +288,19 @@ var (
 	_ Event = BadgeAwarded{}
 	_ Event = LessonPublished{}
 	_ Event = PulseAnswered{}
+	_ Event = PulseAnsweredV2{}
 	_ Event = PulseCreated{}
 )
 
-// Handler handles every event of package events, one method per type.
-// Implementing it directly makes a newly declared event a compile error
-// until it is handled; embed UnhandledEvents to opt out of that.
+// Handler handles every event of package events, one method per event at
+// its latest version; Dispatch converts the earlier versions with their
+// upcasters. Implementing it directly makes a newly declared event a
+// compile error until it is handled; embed UnhandledEvents to opt out of
+// that.
 type Handler interface {
 	HandleBadgeAwarded(ctx context.Context, e BadgeAwarded) error
 	HandleLessonPublished(ctx context.Context, e LessonPublished) error
-	HandlePulseAnswered(ctx context.Context, e PulseAnswered) error
+	HandlePulseAnsweredV2(ctx context.Context, e PulseAnsweredV2) error
 	HandlePulseCreated(ctx context.Context, e PulseCreated) error
 }
 
@@ -251,15 +315,19 @@ func (UnhandledEvents) HandleBadgeAwarded(context.Context, BadgeAwarded) error {
 // HandleLessonPublished ignores the event.
 func (UnhandledEvents) HandleLessonPublished(context.Context, LessonPublished) error { return nil }
 
-// HandlePulseAnswered ignores the event.
-func (UnhandledEvents) HandlePulseAnswered(context.Context, PulseAnswered) error { return nil }
+// HandlePulseAnsweredV2 ignores the event.
+func (UnhandledEvents) HandlePulseAnsweredV2(context.Context, PulseAnsweredV2) error { return nil }
 
 // HandlePulseCreated ignores the event.
 func (UnhandledEvents) HandlePulseCreated(context.Context, PulseCreated) error { return nil }
 
 var _ Handler = UnhandledEvents{}
 
-// Dispatch calls the method of h that handles ev's type.
+// Dispatch calls the method of h that handles ev's type. An event of an
+// earlier version is first converted into the latest one by its upcasters;
+// a conversion that fails, or a version that a retired version separates
+// from the latest one, is a permanent error (the consumer dead-letters the
+// message).
 func Dispatch(ctx context.Context, h Handler, ev bus.Event) error {
 	switch e := ev.(type) {
 	case BadgeAwarded:
@@ -267,7 +335,13 @@ func Dispatch(ctx context.Context, h Handler, ev bus.Event) error {
 	case LessonPublished:
 		return h.HandleLessonPublished(ctx, e)
 	case PulseAnswered:
-		return h.HandlePulseAnswered(ctx, e)
+		u1, err := upcastPulseAnswered(e)
+		if err != nil {
+			return bus.Permanent(fmt.Errorf("gen: dispatch edupulse.pulse.answered version 1 %s: %w", e.envelope.ID, err))
+		}
+		return h.HandlePulseAnsweredV2(ctx, u1)
+	case PulseAnsweredV2:
+		return h.HandlePulseAnsweredV2(ctx, e)
 	case PulseCreated:
 		return h.HandlePulseCreated(ctx, e)
 	}
@@ -277,6 +351,14 @@ func Dispatch(ctx context.Context, h Handler, ev bus.Event) error {
 // Registry returns the codec registry of the types of package events, for
 // the bus runtime.
 func Registry() *bus.Registry { return registry }
+
+// upcastPulseAnswered converts a PulseAnswered (edupulse.pulse.answered
+// version 1) into a PulseAnsweredV2 (version 2) with
+// events.UpcastPulseAnswered, keeping its envelope.
+func upcastPulseAnswered(e PulseAnswered) (PulseAnsweredV2, error) {
+	next := events.UpcastPulseAnswered(e.PulseAnswered)
+	return PulseAnsweredV2{PulseAnsweredV2: next, envelope: e.envelope}, nil
+}
 
 var registry = bus.MustNewRegistry(
 	bus.EventType{
@@ -315,6 +397,31 @@ var registry = bus.MustNewRegistry(
 		Decode: func(env bus.Envelope, payload []byte) (bus.Event, error) {
 			var e PulseAnswered
 			if err := json.Unmarshal(payload, &e.PulseAnswered); err != nil {
+				return nil, err
+			}
+			e.envelope = env
+			return e, nil
+		},
+		Upcast: func(ev bus.Event) (bus.Event, error) {
+			e, ok := ev.(PulseAnswered)
+			if !ok {
+				return nil, fmt.Errorf("gen: upcast: %T is not a PulseAnswered", ev)
+			}
+			next, err := upcastPulseAnswered(e)
+			if err != nil {
+				return nil, err
+			}
+			return next, nil
+		},
+	},
+	bus.EventType{
+		Name:          "edupulse.pulse.answered",
+		Version:       2,
+		AggregateType: "pulse",
+		GoType:        "events.PulseAnsweredV2",
+		Decode: func(env bus.Envelope, payload []byte) (bus.Event, error) {
+			var e PulseAnsweredV2
+			if err := json.Unmarshal(payload, &e.PulseAnsweredV2); err != nil {
 				return nil, err
 			}
 			e.envelope = env

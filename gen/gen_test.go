@@ -41,6 +41,7 @@ func samples() []sample {
 		{gen.NewBadgeAwarded(badgeID, studentID, "first answer", at), gen.KindBadgeAwarded, studentID.String(), "user"},
 		{gen.NewLessonPublished(lessonID, authorID, "Fractions", at), gen.KindLessonPublished, lessonID.String(), "lesson"},
 		{gen.NewPulseAnswered(pulseID, answerID, studentID, at), gen.KindPulseAnswered, pulseID.String(), "pulse"},
+		{gen.NewPulseAnsweredV2(pulseID, answerID, studentID, false, at), gen.KindPulseAnsweredV2, pulseID.String(), "pulse"},
 		{gen.NewPulseCreated(pulseID, authorID, "How much is 3/4 of 12?", at), gen.KindPulseCreated, pulseID.String(), "pulse"},
 	}
 }
@@ -114,6 +115,8 @@ func payloadOf(ev bus.Event) any {
 		return e.LessonPublished
 	case gen.PulseAnswered:
 		return e.PulseAnswered
+	case gen.PulseAnsweredV2:
+		return e.PulseAnsweredV2
 	case gen.PulseCreated:
 		return e.PulseCreated
 	}
@@ -133,8 +136,8 @@ func (r *recorder) HandleLessonPublished(_ context.Context, e gen.LessonPublishe
 	return nil
 }
 
-func (r *recorder) HandlePulseAnswered(_ context.Context, e gen.PulseAnswered) error {
-	r.calls = append(r.calls, "PulseAnswered "+e.AnswerID.String())
+func (r *recorder) HandlePulseAnsweredV2(_ context.Context, e gen.PulseAnsweredV2) error {
+	r.calls = append(r.calls, fmt.Sprintf("PulseAnsweredV2 %s correct=%v", e.AnswerID, e.Correct))
 	return nil
 }
 
@@ -157,7 +160,8 @@ func TestDispatch(t *testing.T) {
 	want := []string{
 		"BadgeAwarded " + badgeID.String(),
 		"LessonPublished " + lessonID.String(),
-		"PulseAnswered " + answerID.String(),
+		"PulseAnsweredV2 " + answerID.String() + " correct=true", // version 1, upcast: answered before grading
+		"PulseAnsweredV2 " + answerID.String() + " correct=false",
 		"PulseCreated " + pulseID.String(),
 	}
 	if diff := cmp.Diff(want, r.calls); diff != "" {
@@ -189,13 +193,17 @@ func TestKinds(t *testing.T) {
 	if len(kinds) != len(samples()) {
 		t.Fatalf("AllKinds() has %d kinds, want %d", len(kinds), len(samples()))
 	}
-	names := gen.Registry().Names()
+	types := gen.Registry().Types()
 	for i, k := range kinds {
 		if !k.Valid() {
 			t.Errorf("%v.Valid() = false", k)
 		}
-		if k.String() != names[i] {
-			t.Errorf("AllKinds()[%d] = %v, want %s (wire-name order)", i, k, names[i])
+		want := types[i].Name
+		if types[i].Version > 1 {
+			want += fmt.Sprintf("@v%d", types[i].Version)
+		}
+		if k.String() != want {
+			t.Errorf("AllKinds()[%d] = %v, want %s (wire-name and version order)", i, k, want)
 		}
 		got, err := gen.ParseKind(k.String())
 		if err != nil || got != k {
@@ -249,5 +257,58 @@ func TestDecodeErrors(t *testing.T) {
 				t.Errorf("error %q does not mention %q", err, tt.wantErr)
 			}
 		})
+	}
+}
+
+// Issue 11: Kind numbers come from the schema lock (events/eventbus.lock.json):
+// declaring PulseAnsweredV2 gave it a new number instead of renumbering
+// PulseCreated, which sorts after it.
+func TestKindNumbersAreStable(t *testing.T) {
+	t.Parallel()
+	for k, want := range map[gen.Kind]uint8{
+		gen.KindBadgeAwarded:    1,
+		gen.KindLessonPublished: 2,
+		gen.KindPulseAnswered:   3,
+		gen.KindPulseCreated:    4,
+		gen.KindPulseAnsweredV2: 5,
+	} {
+		if uint8(k) != want {
+			t.Errorf("%v = %d, want %d", k, uint8(k), want)
+		}
+	}
+}
+
+// Issue 11: a PulseAnswered version 1 message decodes as version 1 and
+// upcasts into version 2, answered before grading (correct), with its
+// envelope.
+func TestUpcastPulseAnswered(t *testing.T) {
+	t.Parallel()
+	reg := gen.Registry()
+	v1 := gen.NewPulseAnswered(pulseID, answerID, studentID, at)
+	msg, err := reg.NewMessage(context.Background(), v1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	decoded, err := reg.Decode(msg.Copy())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := decoded.(gen.PulseAnswered); !ok {
+		t.Fatalf("decoded %T, want the version it was published with", decoded)
+	}
+	up, err := reg.UpcastLatest(decoded)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := events.PulseAnsweredV2{PulseID: pulseID, AnswerID: answerID, StudentID: studentID, Correct: true, AnsweredAt: at}
+	v2, ok := up.(gen.PulseAnsweredV2)
+	if !ok {
+		t.Fatalf("upcast to %T, want gen.PulseAnsweredV2", up)
+	}
+	if diff := cmp.Diff(want, v2.PulseAnsweredV2); diff != "" {
+		t.Errorf("upcast payload (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(v1.Envelope(), v2.Envelope()); diff != "" {
+		t.Errorf("upcast envelope (-want +got):\n%s", diff)
 	}
 }

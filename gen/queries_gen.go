@@ -170,6 +170,54 @@ func (q *Queries) CountPendingPulseAnswered(ctx context.Context, consumerGroup s
 	return n, nil
 }
 
+// ListPulseAnsweredV2ByAggregate returns up to limit PulseAnsweredV2 events
+// of the aggregate with the given id that are still in the outbox, in
+// commit order.
+func (q *Queries) ListPulseAnsweredV2ByAggregate(ctx context.Context, aggregateID string, limit int) ([]PulseAnsweredV2, error) {
+	n, err := rowLimit(limit)
+	if err != nil {
+		return nil, fmt.Errorf("gen: list PulseAnsweredV2 by aggregate %q: %w", aggregateID, err)
+	}
+	rows, err := q.q.ListPulseAnsweredV2ByAggregate(ctx, q.db, outboxq.ListPulseAnsweredV2ByAggregateParams{AggregateID: aggregateID, MaxRows: n})
+	if err != nil {
+		return nil, fmt.Errorf("gen: list PulseAnsweredV2 by aggregate %q: %w", aggregateID, err)
+	}
+	evs, err := decodeRows[PulseAnsweredV2](rows, func(r outboxq.ListPulseAnsweredV2ByAggregateRow) (string, []byte) { return r.Uuid, r.Payload })
+	if err != nil {
+		return nil, fmt.Errorf("gen: list PulseAnsweredV2 by aggregate %q: %w", aggregateID, err)
+	}
+	return evs, nil
+}
+
+// ListPulseAnsweredV2Since returns up to limit PulseAnsweredV2 events
+// created at or after since that are still in the outbox, in commit order.
+func (q *Queries) ListPulseAnsweredV2Since(ctx context.Context, since time.Time, limit int) ([]PulseAnsweredV2, error) {
+	n, err := rowLimit(limit)
+	if err != nil {
+		return nil, fmt.Errorf("gen: list PulseAnsweredV2 since %s: %w", since, err)
+	}
+	arg := outboxq.ListPulseAnsweredV2SinceParams{Since: pgtype.Timestamptz{Time: since, Valid: true}, MaxRows: n}
+	rows, err := q.q.ListPulseAnsweredV2Since(ctx, q.db, arg)
+	if err != nil {
+		return nil, fmt.Errorf("gen: list PulseAnsweredV2 since %s: %w", since, err)
+	}
+	evs, err := decodeRows[PulseAnsweredV2](rows, func(r outboxq.ListPulseAnsweredV2SinceRow) (string, []byte) { return r.Uuid, r.Payload })
+	if err != nil {
+		return nil, fmt.Errorf("gen: list PulseAnsweredV2 since %s: %w", since, err)
+	}
+	return evs, nil
+}
+
+// CountPendingPulseAnsweredV2 returns how many PulseAnsweredV2 events in
+// the outbox the consumer group has not acknowledged yet, over every lane.
+func (q *Queries) CountPendingPulseAnsweredV2(ctx context.Context, consumerGroup string) (int64, error) {
+	n, err := q.q.CountPendingPulseAnsweredV2(ctx, q.db, consumerGroup)
+	if err != nil {
+		return 0, fmt.Errorf("gen: count pending PulseAnsweredV2 of consumer group %q: %w", consumerGroup, err)
+	}
+	return n, nil
+}
+
 // ListPulseCreatedByAggregate returns up to limit PulseCreated events of
 // the aggregate with the given id that are still in the outbox, in commit
 // order.

@@ -15,15 +15,22 @@ import (
 )
 
 // awardBadges is the badges consumer's inbox handler: it counts a
-// student's answers and awards a badge every badgeEvery answers, publishing
-// BadgeAwarded through the outbox in the same transaction (a chained event).
-// The inbox makes a redelivered PulseAnswered count once.
-func awardBadges(badgeEvery int) func(ctx context.Context, tx pgx.Tx, ev gen.PulseAnswered) ([]bus.Event, error) {
-	return func(ctx context.Context, tx pgx.Tx, ev gen.PulseAnswered) ([]bus.Event, error) {
+// student's answers, and the correct ones, and awards a badge every
+// badgeEvery answers, publishing BadgeAwarded through the outbox in the same
+// transaction (a chained event). The inbox makes a redelivered PulseAnswered
+// count once. It takes the latest version only: version 1 events reach it
+// converted by events.UpcastPulseAnswered.
+func awardBadges(badgeEvery int) func(ctx context.Context, tx pgx.Tx, ev gen.PulseAnsweredV2) ([]bus.Event, error) {
+	return func(ctx context.Context, tx pgx.Tx, ev gen.PulseAnsweredV2) ([]bus.Event, error) {
+		correct := 0
+		if ev.Correct {
+			correct = 1
+		}
 		var answers int
-		err := tx.QueryRow(ctx, `INSERT INTO student_progress (student_id, answers) VALUES ($1, 1)
-			ON CONFLICT (student_id) DO UPDATE SET answers = student_progress.answers + 1
-			RETURNING answers`, ev.StudentID).Scan(&answers)
+		err := tx.QueryRow(ctx, `INSERT INTO student_progress (student_id, answers, correct) VALUES ($1, 1, $2)
+			ON CONFLICT (student_id) DO UPDATE SET answers = student_progress.answers + 1,
+				correct = student_progress.correct + excluded.correct
+			RETURNING answers`, ev.StudentID, correct).Scan(&answers)
 		if err != nil {
 			return nil, fmt.Errorf("count answers: %w", err)
 		}
@@ -43,7 +50,8 @@ func awardBadges(badgeEvery int) func(ctx context.Context, tx pgx.Tx, ev gen.Pul
 
 // notifier is the notifications consumer. It implements gen.Handler
 // directly, so declaring a new event type fails to compile until it is
-// handled here.
+// handled here. gen.Handler takes each event at its latest version:
+// gen.Dispatch converts PulseAnswered version 1 into version 2.
 type notifier struct {
 	logger *slog.Logger
 	stats  *runStats
@@ -63,8 +71,8 @@ func (n *notifier) HandleLessonPublished(ctx context.Context, e gen.LessonPublis
 	return nil
 }
 
-func (n *notifier) HandlePulseAnswered(ctx context.Context, e gen.PulseAnswered) error {
-	n.logger.DebugContext(ctx, "notify: pulse answered", "pulse", e.PulseID, "student", e.StudentID)
+func (n *notifier) HandlePulseAnsweredV2(ctx context.Context, e gen.PulseAnsweredV2) error {
+	n.logger.DebugContext(ctx, "notify: pulse answered", "pulse", e.PulseID, "student", e.StudentID, "correct", e.Correct)
 	n.stats.consumed(e)
 	return nil
 }
@@ -79,24 +87,36 @@ func (n *notifier) HandlePulseCreated(ctx context.Context, e gen.PulseCreated) e
 // summary.
 type runStats struct {
 	mu          sync.Mutex
-	published   map[string]int // by wire name
+	published   map[string]int // by kind (wire name, @vN above version 1)
 	committedAt map[uuid.UUID]time.Time
-	seen        map[uuid.UUID]int // notifications: deliveries per event id
-	byKind      map[string]int    // notifications: distinct events per wire name
-	latencies   []time.Duration   // commit to consume, first delivery
+	kindOf      map[uuid.UUID]string // the kind each committed event was published as
+	seen        map[uuid.UUID]int    // notifications: deliveries per event id
+	byKind      map[string]int       // notifications: distinct events per kind published
+	latencies   []time.Duration      // commit to consume, first delivery
 	relayed     int64
 }
 
 func newRunStats() *runStats {
 	return &runStats{published: map[string]int{}, committedAt: map[uuid.UUID]time.Time{},
-		seen: map[uuid.UUID]int{}, byKind: map[string]int{}}
+		kindOf: map[uuid.UUID]string{}, seen: map[uuid.UUID]int{}, byKind: map[string]int{}}
+}
+
+// kindName returns the kind of an event: its wire name, with "@vN" for
+// versions above 1 (gen.Kind's String).
+func kindName(ev bus.Event) string {
+	if e, ok := ev.(gen.Event); ok {
+		return e.Kind().String()
+	}
+	return ev.EventName()
 }
 
 func (s *runStats) committed(ev bus.Event, at time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.published[ev.EventName()]++
+	k := kindName(ev)
+	s.published[k]++
 	s.committedAt[ev.Envelope().ID] = at
+	s.kindOf[ev.Envelope().ID] = k
 }
 
 func (s *runStats) consumed(ev bus.Event) {
@@ -108,7 +128,13 @@ func (s *runStats) consumed(ev bus.Event) {
 	if s.seen[id] > 1 {
 		return
 	}
-	s.byKind[ev.EventName()]++
+	// Count by the kind the event was published as: the handlers receive
+	// PulseAnswered version 1 converted into version 2.
+	k, ok := s.kindOf[id]
+	if !ok {
+		k = kindName(ev)
+	}
+	s.byKind[k]++
 	// Chained events (BadgeAwarded) commit inside the badges consumer; their
 	// latency is measured from when they occurred.
 	at, ok := s.committedAt[id]

@@ -4,8 +4,11 @@
 // outbox to the broker; a badges consumer (inbox, exactly-once effect)
 // awards a badge every few answers and publishes BadgeAwarded through the
 // outbox; a notifications consumer (the generated exhaustive handler)
-// receives everything. At the end it prints a summary and checks the
-// database for consistency; the exit status is 1 if the check fails.
+// receives everything. Answers are published as PulseAnswered version 2,
+// graded, except every fourth, published as version 1 by an old producer:
+// both consumers take version 2 only, and receive version 1 converted by
+// its upcaster. At the end it prints a summary and checks the database for
+// consistency; the exit status is 1 if the check fails.
 //
 // With no setup it starts a throwaway PostgreSQL from the local binaries
 // (unless DATABASE_URL is set) and uses an in-process broker (unless
@@ -58,6 +61,7 @@ type config struct {
 	Lessons      int
 	Students     int
 	Answers      int // per student
+	V1Every      int // every Nth answer of a student published as PulseAnswered version 1
 	BadgeEvery   int
 	Workers      int
 	Duration     time.Duration
@@ -82,6 +86,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.Lessons, "lessons", 10, "lessons published")
 	fs.IntVar(&c.Students, "students", 50, "students")
 	fs.IntVar(&c.Answers, "answers", 10, "answers per student")
+	fs.IntVar(&c.V1Every, "v1-every", 4, "publish every Nth answer of a student as PulseAnswered version 1, as a producer not yet upgraded would (0: none)")
 	fs.IntVar(&c.BadgeEvery, "badge-every", 3, "a badge every N answers")
 	fs.IntVar(&c.Workers, "workers", 4, "concurrent producers")
 	fs.DurationVar(&c.Duration, "duration", 0, "keep students answering for this long (0: answer -answers times each)")

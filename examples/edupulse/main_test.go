@@ -41,10 +41,11 @@ func TestScenario(t *testing.T) {
 		}
 	}
 	for name, want := range map[string]string{
-		"edupulse.pulse.answered":   "120 120", // 20 students x 6 answers, committed and consumed
-		"edupulse.badge.awarded":    "40 40",   // a badge every 3 answers
-		"edupulse.pulse.created":    "5 5",
-		"edupulse.lesson.published": "3 3",
+		"edupulse.pulse.answered":    "20 20",   // every 4th answer (20 students x 1) as version 1, consumed upcast
+		"edupulse.pulse.answered@v2": "100 100", // the other 100 as version 2
+		"edupulse.badge.awarded":     "40 40",   // a badge every 3 answers
+		"edupulse.pulse.created":     "5 5",
+		"edupulse.lesson.published":  "3 3",
 	} {
 		if rows[name] != want {
 			t.Errorf("%s: committed/consumed %q, want %q\n%s", name, rows[name], want, out)

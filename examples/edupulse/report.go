@@ -22,8 +22,11 @@ type report struct {
 	deliverDups int
 	deadLetters int64
 	consumerDLQ int64
-	p50, p99    time.Duration
-	problems    []string
+	// correct of answers, as the badges consumer counted them from
+	// PulseAnswered version 2 (version 1 upcast as correct)
+	correct, answers int
+	p50, p99         time.Duration
+	problems         []string
 }
 
 type kindRow struct {
@@ -42,15 +45,18 @@ func buildReport(ctx context.Context, pool *pgxpool.Pool, cfg config, stats *run
 	// Events per kind: stored in the outbox (committed) vs consumed by the
 	// notifications consumer (distinct events).
 	outboxByName := map[string]int{}
-	rows, err := pool.Query(ctx, "SELECT metadata->>'event_name', count(*) FROM eventbus_outbox GROUP BY 1")
+	rows, err := pool.Query(ctx, "SELECT metadata->>'event_name', metadata->>'event_version', count(*) FROM eventbus_outbox GROUP BY 1, 2")
 	if err != nil {
 		return nil, fmt.Errorf("count the outbox: %w", err)
 	}
 	for rows.Next() {
-		var name string
+		var name, version string
 		var n int
-		if err := rows.Scan(&name, &n); err != nil {
+		if err := rows.Scan(&name, &version, &n); err != nil {
 			return nil, err
+		}
+		if version != "1" {
+			name += "@v" + version // as gen.Kind's String
 		}
 		outboxByName[name] = n
 	}
@@ -87,11 +93,15 @@ func buildReport(ctx context.Context, pool *pgxpool.Pool, cfg config, stats *run
 	}
 
 	// Exactly-once effect: every answer counted once, a badge per
-	// badge-every answers, one inbox row per PulseAnswered.
-	var answers, counted, inbox, badgeRows, wantBadges, wrongStudents int
+	// badge-every answers, one inbox row per PulseAnswered. The correct
+	// answers the badges consumer counted from PulseAnswered version 2's
+	// Correct match the table's, version 1 events (upcast as correct)
+	// included.
+	var answers, counted, inbox, badgeRows, wantBadges, wrongStudents, correct, countedCorrect int
 	err = pool.QueryRow(ctx, `
 		WITH per_student AS (
 			SELECT a.student_id, count(*) AS answers, coalesce(max(p.answers), 0) AS counted,
+			       count(*) FILTER (WHERE a.correct) AS correct, coalesce(max(p.correct), 0) AS counted_correct,
 			       (SELECT count(*) FROM badges b WHERE b.student_id = a.student_id) AS badges
 			FROM answers a LEFT JOIN student_progress p USING (student_id)
 			GROUP BY a.student_id)
@@ -100,13 +110,19 @@ func buildReport(ctx context.Context, pool *pgxpool.Pool, cfg config, stats *run
 		       (SELECT count(*) FROM eventbus_inbox WHERE consumer_group = 'badges'),
 		       (SELECT count(*) FROM badges),
 		       coalesce((SELECT sum(answers / $1) FROM per_student), 0),
-		       (SELECT count(*) FROM per_student WHERE counted <> answers OR badges <> answers / $1)`,
-		cfg.BadgeEvery).Scan(&answers, &counted, &inbox, &badgeRows, &wantBadges, &wrongStudents)
+		       (SELECT count(*) FROM per_student WHERE counted <> answers OR badges <> answers / $1 OR counted_correct <> correct),
+		       (SELECT count(*) FROM answers WHERE correct),
+		       (SELECT coalesce(sum(correct), 0) FROM student_progress)`,
+		cfg.BadgeEvery).Scan(&answers, &counted, &inbox, &badgeRows, &wantBadges, &wrongStudents, &correct, &countedCorrect)
 	if err != nil {
 		return nil, fmt.Errorf("check the database: %w", err)
 	}
+	r.correct, r.answers = countedCorrect, counted
 	if counted != answers {
 		problem("badges consumer counted %d answers, the answers table has %d", counted, answers)
+	}
+	if countedCorrect != correct {
+		problem("badges consumer counted %d correct answers, the answers table has %d", countedCorrect, correct)
 	}
 	if inbox != answers {
 		problem("badges inbox holds %d events, want one per answer (%d)", inbox, answers)
@@ -145,6 +161,7 @@ func (r *report) print(w io.Writer) {
 	tw.Flush()
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "correct answers (v1 upcast as correct)\t%d of %d\n", r.correct, r.answers)
 	fmt.Fprintf(tw, "duplicates skipped by the inbox\t%d\n", r.inboxDups)
 	fmt.Fprintf(tw, "redeliveries seen by notifications\t%d\n", r.deliverDups)
 	fmt.Fprintf(tw, "dead letters (relay / consumers)\t%d / %d\n", r.deadLetters, r.consumerDLQ)
@@ -152,7 +169,7 @@ func (r *report) print(w io.Writer) {
 	tw.Flush()
 	fmt.Fprintln(w)
 	if len(r.problems) == 0 {
-		fmt.Fprintln(w, "consistency check: OK (every committed event consumed once in effect, badges match answers)")
+		fmt.Fprintln(w, "consistency check: OK (every committed event consumed once in effect, badges and correct answers match answers)")
 		return
 	}
 	fmt.Fprintln(w, "consistency check: FAILED")

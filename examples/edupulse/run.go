@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -66,13 +67,20 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	svc := &service{pool: pool, outbox: outbox, committed: stats.committed}
 
 	// The consumers take the outbox's routing (they are given the outbox),
-	// so both sides agree on the topics. Badges reads only the topic of
-	// PulseAnswered.
-	answeredTopic, err := outbox.Routing().Topic(gen.Registry(), gen.PulseAnswered{})
-	if err != nil {
-		return err
+	// so both sides agree on the topics. Badges reads only the topics of
+	// PulseAnswered: version 2, which it handles, and version 1, which
+	// reaches it converted (one topic under the default routing).
+	var answeredTopics []string
+	for _, ev := range []bus.Event{gen.PulseAnswered{}, gen.PulseAnsweredV2{}} {
+		topic, err := outbox.Routing().Topic(gen.Registry(), ev)
+		if err != nil {
+			return err
+		}
+		if !slices.Contains(answeredTopics, topic) {
+			answeredTopics = append(answeredTopics, topic)
+		}
 	}
-	badges, err := newConsumer(b, pool, outbox, logger, "badges", []string{answeredTopic})
+	badges, err := newConsumer(b, pool, outbox, logger, "badges", answeredTopics)
 	if err != nil {
 		return err
 	}
@@ -227,7 +235,14 @@ func produce(ctx context.Context, cfg config, svc *service) error {
 				if gctx.Err() != nil {
 					return nil // interrupted: stop producing, keep what committed
 				}
-				if err := svc.AnswerPulse(gctx, pulses[rng.IntN(len(pulses))], student); err != nil {
+				pulse := pulses[rng.IntN(len(pulses))]
+				var err error
+				if cfg.V1Every > 0 && n%cfg.V1Every == cfg.V1Every-1 {
+					err = svc.AnswerPulseV1(gctx, pulse, student)
+				} else {
+					err = svc.AnswerPulse(gctx, pulse, student, rng.IntN(4) != 0)
+				}
+				if err != nil {
 					if gctx.Err() != nil {
 						return nil
 					}
@@ -257,7 +272,7 @@ func waitDrained(ctx context.Context, timeout time.Duration, pool *pgxpool.Pool,
 		_ = pool.QueryRow(ctx, "SELECT (SELECT count(*) FROM badges), (SELECT coalesce(sum(answers), 0) FROM student_progress)").Scan(&badgeRows, &answersSeen)
 		snap := stats.snapshot()
 		stats.mu.Lock()
-		wantAnswers := stats.published[gen.PulseAnswered{}.EventName()]
+		wantAnswers := stats.published[gen.KindPulseAnswered.String()] + stats.published[gen.KindPulseAnsweredV2.String()]
 		stats.mu.Unlock()
 		if backlog == 0 && answersSeen == wantAnswers && snap.consumed == snap.published+badgeRows {
 			return nil

@@ -20,11 +20,13 @@ CREATE TABLE IF NOT EXISTS pulses (
     id UUID PRIMARY KEY, author_id UUID NOT NULL, title TEXT NOT NULL, published_at TIMESTAMPTZ NOT NULL);
 CREATE TABLE IF NOT EXISTS lessons (
     id UUID PRIMARY KEY, author_id UUID NOT NULL, title TEXT NOT NULL, published_at TIMESTAMPTZ NOT NULL);
+-- correct defaults to true: answers recorded before grading all counted.
 CREATE TABLE IF NOT EXISTS answers (
-    id UUID PRIMARY KEY, pulse_id UUID NOT NULL REFERENCES pulses, student_id UUID NOT NULL, answered_at TIMESTAMPTZ NOT NULL);
+    id UUID PRIMARY KEY, pulse_id UUID NOT NULL REFERENCES pulses, student_id UUID NOT NULL, answered_at TIMESTAMPTZ NOT NULL,
+    correct BOOLEAN NOT NULL DEFAULT true);
 -- Written by the badges consumer, in its inbox transaction.
 CREATE TABLE IF NOT EXISTS student_progress (
-    student_id UUID PRIMARY KEY, answers INTEGER NOT NULL);
+    student_id UUID PRIMARY KEY, answers INTEGER NOT NULL, correct INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS badges (
     id UUID PRIMARY KEY, student_id UUID NOT NULL, reason TEXT NOT NULL, awarded_at TIMESTAMPTZ NOT NULL);
 `
@@ -80,8 +82,26 @@ func (s *service) PublishLesson(ctx context.Context, author uuid.UUID, title str
 	})
 }
 
-// AnswerPulse records a student's answer to a pulse.
-func (s *service) AnswerPulse(ctx context.Context, pulse, student uuid.UUID) error {
+// AnswerPulse records a student's graded answer to a pulse and publishes
+// PulseAnswered version 2.
+func (s *service) AnswerPulse(ctx context.Context, pulse, student uuid.UUID, correct bool) error {
+	id := uuid.Must(uuid.NewV7())
+	now := time.Now().UTC()
+	return s.inTx(ctx, func(tx pgx.Tx) ([]bus.Event, error) {
+		if _, err := tx.Exec(ctx, "INSERT INTO answers (id, pulse_id, student_id, answered_at, correct) VALUES ($1, $2, $3, $4, $5)",
+			id, pulse, student, now, correct); err != nil {
+			return nil, fmt.Errorf("insert answer: %w", err)
+		}
+		return []bus.Event{gen.NewPulseAnsweredV2(pulse, id, student, correct, now)}, nil
+	})
+}
+
+// AnswerPulseV1 is AnswerPulse as a producer not yet upgraded runs it
+// during a rolling deploy: it does not grade the answer (the row takes the
+// column's default, correct) and publishes PulseAnswered version 1, which
+// the consumers receive converted into version 2 by
+// events.UpcastPulseAnswered.
+func (s *service) AnswerPulseV1(ctx context.Context, pulse, student uuid.UUID) error {
 	id := uuid.Must(uuid.NewV7())
 	now := time.Now().UTC()
 	return s.inTx(ctx, func(tx pgx.Tx) ([]bus.Event, error) {

@@ -48,10 +48,10 @@ func TestServiceWritesRowsAndEventsTogether(t *testing.T) {
 	// An answer to a pulse that does not exist violates the foreign key: the
 	// transaction rolls back, and its event with it.
 	missing := uuid.New()
-	if err := svc.AnswerPulse(ctx, missing, uuid.New()); err == nil {
+	if err := svc.AnswerPulse(ctx, missing, uuid.New(), true); err == nil {
 		t.Fatal("answering a missing pulse succeeded")
 	}
-	bustest.RequireNotPublished[gen.PulseAnswered](ctx, t, pool, gen.Registry(), missing.String())
+	bustest.RequireNotPublished[gen.PulseAnsweredV2](ctx, t, pool, gen.Registry(), missing.String())
 	if n := count(t, pool, "SELECT count(*) FROM answers"); n != 0 {
 		t.Fatalf("answer rows = %d, want 0", n)
 	}

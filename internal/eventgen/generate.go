@@ -8,6 +8,7 @@ import (
 	"go/format"
 	"go/token"
 	"go/types"
+	"maps"
 	"path"
 	"strings"
 	"text/template"
@@ -35,6 +36,7 @@ var templateFS embed.FS
 var templates = template.Must(template.New("").Funcs(template.FuncMap{
 	"comment": comment,
 	"article": article,
+	"dec":     func(i int) int { return i - 1 },
 }).ParseFS(templateFS, "templates/*.tmpl"))
 
 // config is what generate needs: the loaded events package and the
@@ -56,6 +58,18 @@ type config struct {
 	// SQLCPackage is the import path of the package sqlc generates from
 	// the queries, or "" for no typed query wrappers.
 	SQLCPackage string
+	// Lock is the schema lock: where it goes, what it held.
+	Lock lockInput
+	// Schemas is the directory of the JSON Schemas, one per event version,
+	// or "" for none.
+	Schemas string
+	// AsyncAPI is the AsyncAPI document's file name, or "" for none.
+	AsyncAPI string
+	// AsyncAPITopics is the routing the AsyncAPI channels follow: "name"
+	// (the default), "aggregate:PREFIX" or "single:TOPIC".
+	AsyncAPITopics string
+	// AsyncAPIVersion is the document's info.version. Defaults to 1.0.0.
+	AsyncAPIVersion string
 }
 
 // generate returns the generated files, by path (Out or Queries joined with
@@ -98,10 +112,29 @@ func generate(cfg config) (map[string][]byte, error) {
 	if err := checkNames(cfg, evs); err != nil {
 		return nil, err
 	}
+	sh := &shaper{pkg: pkg.Types}
+	lock, kinds, err := buildLock(cfg.Lock, evs, sh)
+	if err != nil {
+		return nil, err
+	}
 
 	files := make(map[string][]byte)
+	if cfg.Lock.Path != "" {
+		data, err := encodeLock(lock)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", cfg.Lock.Path, err)
+		}
+		files[cfg.Lock.Path] = data
+	}
+	if cfg.Schemas != "" || cfg.AsyncAPI != "" {
+		docs, err := newSchemaDocs(cfg, pkg, evs, lock, kinds)
+		if err != nil {
+			return nil, err
+		}
+		maps.Copy(files, docs)
+	}
 	name := path.Join(cfg.Out, eventsFile)
-	eventsFile := newEventsData(cfg, outPkg, evs, false)
+	eventsFile := newEventsData(cfg, outPkg, evs, kinds, false)
 	eventsFile.PackageDoc = true
 	src, err := render(templates, "events.go.tmpl", eventsFile)
 	if err != nil {
@@ -110,7 +143,7 @@ func generate(cfg config) (map[string][]byte, error) {
 	files[name] = src
 	if cfg.SQLCPackage != "" {
 		name := path.Join(cfg.Out, queriesFile)
-		src, err := render(templates, "queries.go.tmpl", newEventsData(cfg, outPkg, evs, true))
+		src, err := render(templates, "queries.go.tmpl", newEventsData(cfg, outPkg, evs, kinds, true))
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
@@ -119,7 +152,7 @@ func generate(cfg config) (map[string][]byte, error) {
 	if cfg.Queries != "" {
 		for _, ev := range evs {
 			var buf bytes.Buffer
-			if err := templates.ExecuteTemplate(&buf, "queries.sql.tmpl", newEventData(ev, nil, "", "")); err != nil {
+			if err := templates.ExecuteTemplate(&buf, "queries.sql.tmpl", newEventData(ev, nil, "", "", kinds[ev])); err != nil {
 				return nil, err
 			}
 			files[path.Join(cfg.Queries, snake(ev.GoName)+".sql")] = buf.Bytes()
@@ -140,7 +173,11 @@ func packageNames(withQueries bool) []string {
 
 // eventNames returns the package-level names generated for an event.
 func eventNames(ev *event) []string {
-	return []string{ev.GoName, "New" + ev.GoName, "Kind" + ev.GoName}
+	names := []string{ev.GoName, "New" + ev.GoName, "Kind" + ev.GoName}
+	if ev.Upcast != nil {
+		names = append(names, "upcast"+ev.GoName)
+	}
+	return names
 }
 
 // checkNames refuses events whose generated names (or query file names)
@@ -189,8 +226,9 @@ type eventsData struct {
 	Std, Other []importSpec
 	Events     []eventData
 	Versioned  bool // some wire name has several versions
-	FirstKind  string
-	LastKind   string
+	Locked     bool // Kind numbers come from a schema lock
+	Latest     []eventData
+	Upcasts    []upcastData
 	// PackageDoc, set for one file only, is the generated package's doc
 	// comment.
 	PackageDoc bool
@@ -214,13 +252,42 @@ type eventData struct {
 	ListSince        string
 	CountPending     string
 	Notice           string
+	Kind             int
+	// Latest is the latest version of the event's name, whose Handler
+	// method takes this version too (upcast), unless Unreachable.
+	IsLatest     bool
+	LatestGoName string
+	LatestHandle string
+	// Chain converts this version into the latest one, step by step.
+	Chain []chainStep
+	// Unreachable marks a version that a retired version separates from
+	// the latest one: no Handler method takes it.
+	Unreachable   bool
+	LatestVersion int
+	Upcast        *upcastData
+}
+
+// upcastData is the generated conversion from one version to the next.
+type upcastData struct {
+	Func        string // the generated function, in the generated package
+	EventsFunc  string // the declared upcaster: events.UpcastX
+	From, To    string // wrapper types
+	FromVersion int
+	ToVersion   int
+	WireName    string
+	WithError   bool
+}
+
+// chainStep is one call of an upcast function in Dispatch.
+type chainStep struct {
+	Var, Func, Arg string
 }
 
 type paramData struct {
 	Name, Type, Field string
 }
 
-func newEventsData(cfg config, outPkg string, evs []*event, queries bool) *eventsData {
+func newEventsData(cfg config, outPkg string, evs []*event, kinds map[*event]int, queries bool) *eventsData {
 	pkg := cfg.Events
 	reserved := make(map[string]bool)
 	for _, n := range packageNames(queries) {
@@ -232,7 +299,7 @@ func newEventsData(cfg config, outPkg string, evs []*event, queries bool) *event
 		}
 	}
 	imports := newImportSet(reserved)
-	d := &eventsData{Source: pkg.PkgPath, Package: outPkg, EventsName: pkg.Name}
+	d := &eventsData{Source: pkg.PkgPath, Package: outPkg, EventsName: pkg.Name, Locked: cfg.Lock.Path != ""}
 	if queries {
 		imports.use("context", "context")
 		imports.use("fmt", "fmt")
@@ -253,6 +320,7 @@ func newEventsData(cfg config, outPkg string, evs []*event, queries bool) *event
 		}
 		d.EventsPkg = imports.use(pkg.PkgPath, pkg.Name)
 	}
+	latest := latestOf(evs)
 	// Parameter names must not shadow what the constructor's body uses.
 	bodyNames := map[string]bool{"e": true, d.EventsPkg: true, "bus": true, "strconv": true}
 	for i, ev := range evs {
@@ -267,20 +335,43 @@ func newEventsData(cfg config, outPkg string, evs []*event, queries bool) *event
 				params = append(params, paramData{Name: names[i], Type: types.TypeString(f.Type(), imports.qualifier), Field: f.Name()})
 			}
 		}
-		ed := newEventData(ev, params, d.EventsPkg, pkg.Name)
+		ed := newEventData(ev, params, d.EventsPkg, pkg.Name, kinds[ev])
 		ed.WrapperDoc = wrapperDoc(ev, pkg.Name)
+		last := latest[ev]
+		ed.IsLatest = last == ev
+		ed.LatestGoName = last.GoName
+		ed.LatestHandle = "Handle" + last.GoName
+		ed.LatestVersion = last.Version
+		chain, ok := upcastChain(ev, last)
+		ed.Unreachable = !ok
+		arg := "e"
+		for j, u := range chain {
+			v := fmt.Sprintf("u%d", j+1)
+			ed.Chain = append(ed.Chain, chainStep{Var: v, Func: "upcast" + u.From.GoName, Arg: arg})
+			arg = v
+		}
+		if u := ev.Upcast; u != nil {
+			ud := &upcastData{
+				Func: "upcast" + ev.GoName, EventsFunc: d.EventsPkg + "." + u.Func,
+				From: ev.GoName, To: u.To.GoName, FromVersion: ev.Version, ToVersion: u.To.Version,
+				WireName: ev.WireName, WithError: u.WithError,
+			}
+			ed.Upcast = ud
+			d.Upcasts = append(d.Upcasts, *ud)
+		}
 		d.Events = append(d.Events, ed)
+		if ed.IsLatest {
+			d.Latest = append(d.Latest, ed)
+		}
 		if i > 0 && evs[i-1].WireName == ev.WireName {
 			d.Versioned = true
 		}
 	}
-	d.FirstKind = d.Events[0].KindName
-	d.LastKind = d.Events[len(d.Events)-1].KindName
 	d.Std, d.Other = imports.groups()
 	return d
 }
 
-func newEventData(ev *event, params []paramData, eventsPkg, eventsName string) eventData {
+func newEventData(ev *event, params []paramData, eventsPkg, eventsName string, kind int) eventData {
 	kindString := ev.WireName
 	if ev.Version != 1 {
 		kindString = fmt.Sprintf("%s@v%d", ev.WireName, ev.Version)
@@ -302,6 +393,7 @@ func newEventData(ev *event, params []paramData, eventsPkg, eventsName string) e
 		ListSince:       "List" + ev.GoName + "Since",
 		CountPending:    "CountPending" + ev.GoName,
 		Notice:          sqlNotice,
+		Kind:            kind,
 	}
 }
 

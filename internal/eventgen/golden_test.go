@@ -87,14 +87,11 @@ func generateCase(t *testing.T, dir string) (map[string][]byte, error) {
 	if err != nil {
 		t.Fatalf("load: %v", err)
 	}
-	return generate(config{
-		Events:      pkg,
-		BaseDir:     abs,
-		Out:         opts.Out,
-		Package:     opts.Package,
-		Queries:     opts.Queries,
-		SQLCPackage: opts.SQLCPackage,
-	})
+	cfg, err := newConfig(opts, pkg, abs)
+	if err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	return generate(cfg)
 }
 
 func writeGolden(t *testing.T, want string, files map[string][]byte, genErr error) {

@@ -2,8 +2,9 @@
 // for each struct type marked with an //eventbus:event directive, a wrapper
 // type implementing bus.Event with its constructor, the sealed Event sum
 // type and its Kind discriminator, an exhaustive Handler with Dispatch, the
-// codec Registry, and optionally sqlc queries over the outbox with typed
-// wrappers.
+// codec Registry with the declared upcasters, the schema lock, and
+// optionally sqlc queries over the outbox with typed wrappers, a JSON
+// Schema per event version and an AsyncAPI document.
 //
 // It runs from go generate in the events package's directory:
 //
@@ -17,18 +18,37 @@
 //	-queries dir        write one sqlc query file per event into dir
 //	-sqlc-package path  import path of the package sqlc generates from -queries;
 //	                    adds typed query wrappers (NewQueries) to the generated package
+//	-sqlc-out dir       sqlc's output directory: its files of removed query files are removed
+//	-lock file          the schema lock, relative to the events package's directory
+//	                    (default eventbus.lock.json); empty for none
+//	-accept-breaking    accept breaking changes to locked event versions, rewriting the lock
+//	-schemas dir        write a JSON Schema (draft 2020-12) per event version into dir
+//	-asyncapi file      write an AsyncAPI 3.0 document of the events
+//	-asyncapi-topics r  the routing of its channels: name (default), aggregate:PREFIX, single:TOPIC
+//	-asyncapi-version v its info.version (default 1.0.0)
 //
 // # Output
 //
 // The generated package gets events_gen.go and, with -sqlc-package,
-// queries_gen.go; -queries gets <snake_case_type>.sql per event. Generated
-// files that are no longer produced are removed from both directories; only
-// files carrying eventgen's "Code generated" notice are ever removed or
+// queries_gen.go; -queries gets <snake_case_type>.sql per event, and
+// -schemas <name>.v<version>.schema.json per event version. Generated
+// files that are no longer produced are removed from these directories;
+// only files carrying eventgen's "Code generated" notice are ever removed or
 // overwritten. The sqlc queries expect sqlc's pgx/v5 driver with
 // emit_methods_with_db_argument: true.
 //
-// Any problem in the declarations (all are reported, with file:line:col)
-// makes eventgen exit with status 1 without writing anything.
+// # Versions, upcasters and the schema lock
+//
+// Functions marked //eventbus:upcast convert one version of an event into
+// the next; the generated registry and Dispatch chain them. The schema lock
+// records the JSON shape and the Kind number of every event version; a
+// change that payloads already stored would not survive is an error. The
+// events package's documentation (events/doc.go in this module) describes
+// both.
+//
+// Any problem in the declarations or against the lock (all are reported,
+// with file:line:col) makes eventgen exit with status 1 without writing
+// anything.
 package main
 
 import (
@@ -57,12 +77,18 @@ func main() {
 
 // options are the command-line flags.
 type options struct {
-	Pattern     string
-	Out         string
-	Package     string
-	Queries     string
-	SQLCPackage string
-	SQLCOut     string
+	Pattern         string
+	Out             string
+	Package         string
+	Queries         string
+	SQLCPackage     string
+	SQLCOut         string
+	Lock            string
+	AcceptBreaking  bool
+	Schemas         string
+	AsyncAPI        string
+	AsyncAPITopics  string
+	AsyncAPIVersion string
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -75,8 +101,14 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.Queries, "queries", "", "write sqlc query files into `directory`")
 	fs.StringVar(&o.SQLCPackage, "sqlc-package", "", "import `path` of the sqlc package generated from -queries; adds typed query wrappers")
 	fs.StringVar(&o.SQLCOut, "sqlc-out", "", "sqlc's output `directory` for -queries: its files of query files no longer generated are removed (sqlc never removes them)")
+	fs.StringVar(&o.Lock, "lock", lockFileDefault, "the schema lock `file`, relative to the events package's directory; empty for none")
+	fs.BoolVar(&o.AcceptBreaking, "accept-breaking", false, "accept breaking changes to released event versions and rewrite the lock (for events never released)")
+	fs.StringVar(&o.Schemas, "schemas", "", "write a JSON Schema (draft 2020-12) per event version into `directory`")
+	fs.StringVar(&o.AsyncAPI, "asyncapi", "", "write an AsyncAPI 3.0 document of the events to `file`")
+	fs.StringVar(&o.AsyncAPITopics, "asyncapi-topics", "name", "the `routing` of the AsyncAPI channels: name (a topic per wire name, the outbox default), aggregate:PREFIX or single:TOPIC")
+	fs.StringVar(&o.AsyncAPIVersion, "asyncapi-version", "1.0.0", "the AsyncAPI document's info.version")
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: eventgen -out dir [-package name] [-queries dir [-sqlc-package path]] [-pkg pattern]")
+		fmt.Fprintln(fs.Output(), "usage: eventgen -out dir [-package name] [-queries dir [-sqlc-package path]] [-lock file] [-schemas dir] [-asyncapi file] [-pkg pattern]")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -91,7 +123,52 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if o.SQLCOut != "" && o.Queries == "" {
 		return o, errors.New("eventgen: -sqlc-out needs -queries")
 	}
+	if _, err := topicFunc(o.AsyncAPITopics); err != nil {
+		return o, fmt.Errorf("eventgen: %w", err)
+	}
 	return o, nil
+}
+
+// newConfig returns the generator's configuration for the loaded events
+// package, with positions and output names relative to baseDir, reading
+// the schema lock's current contents.
+func newConfig(opts options, pkg *packages.Package, baseDir string) (config, error) {
+	cfg := config{
+		Events:          pkg,
+		BaseDir:         baseDir,
+		Out:             filepath.ToSlash(opts.Out),
+		Package:         opts.Package,
+		Queries:         filepath.ToSlash(opts.Queries),
+		SQLCPackage:     opts.SQLCPackage,
+		Schemas:         filepath.ToSlash(opts.Schemas),
+		AsyncAPI:        filepath.ToSlash(opts.AsyncAPI),
+		AsyncAPITopics:  opts.AsyncAPITopics,
+		AsyncAPIVersion: opts.AsyncAPIVersion,
+	}
+	cfg.Lock.AcceptBreaking = opts.AcceptBreaking
+	if opts.Lock == "" {
+		return cfg, nil
+	}
+	if len(pkg.GoFiles) == 0 {
+		return cfg, fmt.Errorf("eventgen: package %s has no Go files to put the schema lock beside", pkg.PkgPath)
+	}
+	lock := opts.Lock
+	if !filepath.IsAbs(lock) {
+		lock = filepath.Join(filepath.Dir(pkg.GoFiles[0]), lock)
+	}
+	rel, err := filepath.Rel(baseDir, lock)
+	if err != nil {
+		return cfg, fmt.Errorf("eventgen: schema lock %s: %w", lock, err)
+	}
+	cfg.Lock.Path = filepath.ToSlash(rel)
+	data, err := os.ReadFile(lock)
+	switch {
+	case err == nil:
+		cfg.Lock.Previous = data
+	case !errors.Is(err, os.ErrNotExist):
+		return cfg, fmt.Errorf("eventgen: read the schema lock: %w", err)
+	}
+	return cfg, nil
 }
 
 func run(args []string, stderr io.Writer) error {
@@ -107,20 +184,20 @@ func run(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	files, err := generate(config{
-		Events:      pkg,
-		BaseDir:     wd,
-		Out:         filepath.ToSlash(opts.Out),
-		Package:     opts.Package,
-		Queries:     filepath.ToSlash(opts.Queries),
-		SQLCPackage: opts.SQLCPackage,
-	})
+	cfg, err := newConfig(opts, pkg, wd)
+	if err != nil {
+		return err
+	}
+	files, err := generate(cfg)
 	if err != nil {
 		return err
 	}
 	dirs := []string{opts.Out}
 	if opts.Queries != "" {
 		dirs = append(dirs, opts.Queries)
+	}
+	if opts.Schemas != "" {
+		dirs = append(dirs, opts.Schemas)
 	}
 	if err := write(files, dirs); err != nil {
 		return err
@@ -260,8 +337,9 @@ func writeFile(name string, data []byte) error {
 }
 
 // isGenerated reports whether a file was written by eventgen: a Go file
-// whose first line is the Go notice, or a .sql file holding the SQL
-// notice on a line of its own.
+// whose first line is the Go notice, a .sql file holding the SQL notice on
+// a line of its own, or a .json file whose $comment or x-generated member
+// is the JSON notice.
 func isGenerated(name string) (bool, error) {
 	switch filepath.Ext(name) {
 	case ".go":
@@ -278,6 +356,17 @@ func isGenerated(name string) (bool, error) {
 		}
 		for line := range strings.Lines(string(data)) {
 			if strings.TrimRight(line, "\r\n") == sqlNotice {
+				return true, nil
+			}
+		}
+	case ".json":
+		data, err := os.ReadFile(name)
+		if err != nil {
+			return false, err
+		}
+		for line := range strings.Lines(string(data)) {
+			line = strings.TrimSpace(line)
+			if line == `"$comment": "`+jsonNotice+`",` || line == `"x-generated": "`+jsonNotice+`",` {
 				return true, nil
 			}
 		}

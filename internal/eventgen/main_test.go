@@ -123,24 +123,33 @@ func TestRunWrites(t *testing.T) {
 	out := t.TempDir()
 	genDir, queries := filepath.Join(out, "gen"), filepath.Join(out, "queries")
 	files := map[string]string{
-		"gen/old_gen.go":           goNotice + "\n\npackage gen\n",
-		"gen/hand.go":              "package gen\n\n// " + goNotice + "\n",
-		"queries/removed.sql":      "-- name: X :one\nSELECT 1;\n\n" + sqlNotice + "\n",
-		"queries/hand.sql":         "-- name: Y :one\nSELECT 1;\n",
-		"queries/order_placed.sql": "stale contents\n" + sqlNotice + "\n",
+		"schemas/removed.v1.schema.json": "{\n  \"$comment\": \"" + jsonNotice + "\",\n  \"type\": \"object\"\n}\n",
+		"schemas/hand.json":              "{\n  \"$comment\": \"written by hand\"\n}\n",
+		"gen/old_gen.go":                 goNotice + "\n\npackage gen\n",
+		"gen/hand.go":                    "package gen\n\n// " + goNotice + "\n",
+		"queries/removed.sql":            "-- name: X :one\nSELECT 1;\n\n" + sqlNotice + "\n",
+		"queries/hand.sql":               "-- name: Y :one\nSELECT 1;\n",
+		"queries/order_placed.sql":       "stale contents\n" + sqlNotice + "\n",
 	}
 	for name, src := range files {
 		writeTestFile(t, filepath.Join(out, name), src)
 	}
 	t.Chdir("testdata/basic/input")
-	args := []string{"-out", genDir, "-queries", queries}
+	// The lock goes to the output too (the default, beside the
+	// declarations, would write into testdata).
+	args := []string{"-out", genDir, "-queries", queries, "-lock", filepath.Join(out, "input", lockFileDefault),
+		"-schemas", filepath.Join(out, "schemas"), "-asyncapi", filepath.Join(out, "asyncapi.json")}
 	if err := run(args, io.Discard); err != nil {
 		t.Fatalf("run: %v", err)
 	}
 	want := []string{
-		"gen/events_gen.go", "gen/hand.go",
+		"asyncapi.json", "gen/events_gen.go", "gen/hand.go", "input/" + lockFileDefault,
 		"queries/customer_renamed.sql", "queries/hand.sql", "queries/invoice_issued.sql", "queries/order_placed.sql",
 		"queries/order_placed_v2.sql", "queries/stock_moved.sql", "queries/ticket_opened.sql",
+		"schemas/hand.json",
+		"schemas/shop.billing.invoice_issued.v1.schema.json", "schemas/shop.customer.renamed.v1.schema.json",
+		"schemas/shop.order.placed.v1.schema.json", "schemas/shop.order.placed.v2.schema.json",
+		"schemas/shop.stock.moved.v1.schema.json", "schemas/support.ticket.opened.v1.schema.json",
 	}
 	tree := readTree(t, out)
 	if diff := cmp.Diff(want, slices.Sorted(maps.Keys(tree))); diff != "" {
@@ -175,13 +184,15 @@ func TestParseFlags(t *testing.T) {
 		{},
 		{"-out", "gen", "extra"},
 		{"-nope"},
+		{"-out", "gen", "-asyncapi-topics", "bogus"},
 	} {
 		if _, err := parseFlags(args, io.Discard); err == nil {
 			t.Errorf("parseFlags(%q) succeeded", args)
 		}
 	}
 	opts, err := parseFlags([]string{"-out", "../gen", "-queries", "q", "-sqlc-package", "x/y", "-package", "p", "-pkg", "./ev"}, io.Discard)
-	want := options{Pattern: "./ev", Out: "../gen", Package: "p", Queries: "q", SQLCPackage: "x/y"}
+	want := options{Pattern: "./ev", Out: "../gen", Package: "p", Queries: "q", SQLCPackage: "x/y",
+		Lock: lockFileDefault, AsyncAPITopics: "name", AsyncAPIVersion: "1.0.0"}
 	if err != nil || opts != want {
 		t.Errorf("parseFlags = %+v, %v; want %+v", opts, err, want)
 	}

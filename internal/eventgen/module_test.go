@@ -83,6 +83,12 @@ func writeTestFile(t *testing.T, name, src string) {
 // from the module cache. It returns the combined output.
 func goCmd(t *testing.T, dir string, args ...string) (string, error) {
 	t.Helper()
+	return goCmdEnv(t, dir, nil, args...)
+}
+
+// goCmdEnv is goCmd with extra environment variables.
+func goCmdEnv(t *testing.T, dir string, env []string, args ...string) (string, error) {
+	t.Helper()
 	cmd := exec.Command("go", args...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(),
@@ -92,6 +98,7 @@ func goCmd(t *testing.T, dir string, args ...string) (string, error) {
 		"GOWORK=off",
 		"GOTOOLCHAIN=local",
 	)
+	cmd.Env = append(cmd.Env, env...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()

@@ -20,12 +20,16 @@ import (
 const (
 	directivePrefix = "//eventbus:"
 	eventDirective  = "//eventbus:event"
+	upcastDirective = "//eventbus:upcast"
 )
 
 var (
 	wireNameRE      = regexp.MustCompile(`^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$`)
 	aggregateTypeRE = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
-	directiveKeys   = []string{"aggregate", "aggregate_type", "name", "version"}
+	directiveKeys   = []string{"aggregate", "aggregate_type", "name", "retired", "unreleased", "version"}
+	// boolKeys are the directive keys that take true or false; a bare key
+	// means true.
+	boolKeys = []string{"retired", "unreleased"}
 )
 
 // wrapperNames are the names the generated wrapper type declares itself; a
@@ -54,7 +58,16 @@ type event struct {
 	aggregateConv  string // conversion to apply before formatting, or ""
 	Fields         []*types.Var
 	Doc            string // first sentence of the struct's doc comment
-	pos            token.Position
+	// Retired marks a version without an upcaster to the next one: its
+	// events reach only handlers of this very version.
+	Retired bool
+	// Unreleased marks a version never released: the schema lock records
+	// its shape but accepts any change to it.
+	Unreleased bool
+	// Upcast is the upcaster from this version to the next, or nil.
+	Upcast *upcaster
+	named  *types.Named
+	pos    token.Position
 }
 
 // posError is a problem at a position of the source.
@@ -66,6 +79,9 @@ type posError struct {
 func (e *posError) Error() string {
 	if e.pos.Filename == "" {
 		return e.msg
+	}
+	if e.pos.Line == 0 {
+		return e.pos.Filename + ": " + e.msg
 	}
 	return fmt.Sprintf("%s:%d:%d: %s", e.pos.Filename, e.pos.Line, e.pos.Column, e.msg)
 }
@@ -131,9 +147,16 @@ func joinSorted(perrs []*posError) error {
 func collectEvents(pkg *packages.Package, baseDir string) ([]*event, error) {
 	c := &collector{pkg: pkg, baseDir: baseDir, checked: make(map[*types.Named]bool)}
 	var evs []*event
+	var upcasts []upcastDecl
 	for _, file := range pkg.Syntax {
 		consumed := make(map[*ast.Comment]bool)
 		for _, decl := range file.Decls {
+			if fd, ok := decl.(*ast.FuncDecl); ok {
+				if u, ok := c.upcastDirective(fd, consumed); ok {
+					upcasts = append(upcasts, u)
+				}
+				continue
+			}
 			gd, ok := decl.(*ast.GenDecl)
 			if !ok || gd.Tok != token.TYPE {
 				continue
@@ -154,9 +177,12 @@ func collectEvents(pkg *packages.Package, baseDir string) ([]*event, error) {
 				if consumed[cm] || !strings.HasPrefix(cm.Text, directivePrefix) {
 					continue
 				}
-				if isEventDirective(cm.Text) {
+				switch {
+				case isEventDirective(cm.Text):
 					c.errorf(cm.Slash, "misplaced %s directive: it belongs in the doc comment of a struct type declaration", eventDirective)
-				} else {
+				case isDirective(cm.Text, upcastDirective):
+					c.errorf(cm.Slash, "misplaced %s directive: it belongs in the doc comment of a function declaration", upcastDirective)
+				default:
 					c.errorf(cm.Slash, "unknown directive %s", strings.Fields(cm.Text)[0])
 				}
 			}
@@ -179,6 +205,11 @@ func collectEvents(pkg *packages.Package, baseDir string) ([]*event, error) {
 	if err := c.err(); err != nil {
 		return nil, err
 	}
+	c.linkUpcasters(evs, upcasts)
+	c.checkChains(evs)
+	if err := c.err(); err != nil {
+		return nil, err
+	}
 	return evs, nil
 }
 
@@ -190,8 +221,12 @@ func shortPos(p token.Position) string {
 	return fmt.Sprintf("%s:%d:%d", p.Filename, p.Line, p.Column)
 }
 
-func isEventDirective(text string) bool {
-	rest, ok := strings.CutPrefix(text, eventDirective)
+func isEventDirective(text string) bool { return isDirective(text, eventDirective) }
+
+// isDirective reports whether a comment is the given directive, alone or
+// followed by arguments.
+func isDirective(text, directive string) bool {
+	rest, ok := strings.CutPrefix(text, directive)
 	return ok && (rest == "" || rest[0] == ' ' || rest[0] == '\t')
 }
 
@@ -241,7 +276,7 @@ func (c *collector) typeSpec(ts *ast.TypeSpec, doc *ast.CommentGroup, consumed m
 		return nil
 	}
 
-	ev := &event{GoName: name, Version: 1, pos: c.position(at), Doc: firstSentence(doc.Text())}
+	ev := &event{GoName: name, Version: 1, pos: c.position(at), Doc: firstSentence(doc.Text()), named: named}
 	ok = c.parseDirective(ev, directive, st)
 	for i := range st.NumFields() {
 		ev.Fields = append(ev.Fields, st.Field(i))
@@ -264,6 +299,9 @@ func (c *collector) parseDirective(ev *event, directive *ast.Comment, st *types.
 	seen := make(map[string]bool)
 	for _, arg := range strings.Fields(rest) {
 		key, value, found := strings.Cut(arg, "=")
+		if !found && slices.Contains(boolKeys, key) {
+			value, found = "true", true
+		}
 		switch {
 		case !found:
 			c.errorf(at, "%s: malformed argument %q, want key=value", ev.GoName, arg)
@@ -299,6 +337,16 @@ func (c *collector) parseDirective(ev *event, directive *ast.Comment, st *types.
 				c.errorf(at, "%s: invalid aggregate_type %q: want a lowercase word of [a-z0-9_]", ev.GoName, value)
 			}
 			ev.AggregateType = value
+		case "retired", "unreleased":
+			b, err := strconv.ParseBool(value)
+			if err != nil {
+				c.errorf(at, "%s: invalid %s=%s: want true or false, or the bare key for true", ev.GoName, key, value)
+			}
+			if key == "retired" {
+				ev.Retired = b
+			} else {
+				ev.Unreleased = b
+			}
 		}
 	}
 	if !seen["name"] {

@@ -32,14 +32,11 @@ func TestRepoGenUpToDate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	files, err := generate(config{
-		Events:      pkg,
-		BaseDir:     eventsDir,
-		Out:         filepath.ToSlash(opts.Out),
-		Package:     opts.Package,
-		Queries:     filepath.ToSlash(opts.Queries),
-		SQLCPackage: opts.SQLCPackage,
-	})
+	cfg, err := newConfig(opts, pkg, eventsDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := generate(cfg)
 	if err != nil {
 		t.Fatalf("generate: %v", err)
 	}
@@ -54,7 +51,7 @@ func TestRepoGenUpToDate(t *testing.T) {
 			t.Errorf("%s is out of date; run go generate ./... (-generated +on disk):\n%s", name, diff)
 		}
 	}
-	for _, dir := range []string{opts.Out, opts.Queries} {
+	for _, dir := range []string{opts.Out, opts.Queries, opts.Schemas} {
 		if dir == "" {
 			continue
 		}

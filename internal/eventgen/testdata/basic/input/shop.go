@@ -5,6 +5,7 @@ package input
 
 import (
 	"encoding/json"
+	"errors"
 	"time"
 
 	"github.com/google/uuid"
@@ -31,6 +32,22 @@ type OrderPlacedV2 struct {
 	OrderID uuid.UUID  `json:"order_id"`
 	Total   Money      `json:"total"`
 	Lines   []LineItem `json:"lines"`
+}
+
+// UpcastOrderPlaced converts version 1 of shop.order.placed into version
+// 2, whose total is the sum of the lines.
+//
+//eventbus:upcast
+func UpcastOrderPlaced(v1 OrderPlaced) (OrderPlacedV2, error) {
+	var total Money
+	for _, l := range v1.Lines {
+		if total.Currency != "" && l.Price.Currency != total.Currency {
+			return OrderPlacedV2{}, errors.New("lines in several currencies")
+		}
+		total.Currency = l.Price.Currency
+		total.Cents += l.Price.Cents * int64(l.Quantity)
+	}
+	return OrderPlacedV2{OrderID: v1.OrderID, Total: total, Lines: v1.Lines}, nil
 }
 
 // InvoiceIssued is emitted when an invoice is issued.

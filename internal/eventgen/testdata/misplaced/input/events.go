@@ -59,3 +59,13 @@ func Helper() {}
 type Misspelled struct{ ID string }
 
 var _ = hidden{}
+
+// UpcastArgs has arguments in its directive.
+//
+//eventbus:upcast from=1
+func UpcastArgs(o Other) Other { return o }
+
+// Misplaced carries an upcast directive.
+//
+//eventbus:upcast
+type Misplaced struct{}

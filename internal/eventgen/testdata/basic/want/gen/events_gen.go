@@ -34,13 +34,15 @@ type Event interface {
 type Kind uint8
 
 // The kinds, one per event type, ordered by wire name and version.
+// Their numbers come from the schema lock and never change: a new event
+// gets a new number, and a removed event's number is not reused.
 const (
-	KindInvoiceIssued   Kind = iota + 1 // shop.billing.invoice_issued
-	KindCustomerRenamed                 // shop.customer.renamed
-	KindOrderPlaced                     // shop.order.placed
-	KindOrderPlacedV2                   // shop.order.placed version 2
-	KindStockMoved                      // shop.stock.moved
-	KindTicketOpened                    // support.ticket.opened
+	KindInvoiceIssued   Kind = 1 // shop.billing.invoice_issued
+	KindCustomerRenamed Kind = 2 // shop.customer.renamed
+	KindOrderPlaced     Kind = 3 // shop.order.placed
+	KindOrderPlacedV2   Kind = 4 // shop.order.placed version 2
+	KindStockMoved      Kind = 5 // shop.stock.moved
+	KindTicketOpened    Kind = 6 // support.ticket.opened
 )
 
 // AllKinds returns every kind, ordered by wire name and version.
@@ -76,7 +78,18 @@ func (k Kind) String() string {
 }
 
 // Valid reports whether k is one of the declared kinds.
-func (k Kind) Valid() bool { return k >= KindInvoiceIssued && k <= KindTicketOpened }
+func (k Kind) Valid() bool {
+	switch k {
+	case KindInvoiceIssued,
+		KindCustomerRenamed,
+		KindOrderPlaced,
+		KindOrderPlacedV2,
+		KindStockMoved,
+		KindTicketOpened:
+		return true
+	}
+	return false
+}
 
 // ParseKind returns the kind for a wire name, as Kind.String returns it.
 func ParseKind(name string) (Kind, error) {
@@ -326,13 +339,14 @@ var (
 	_ Event = TicketOpened{}
 )
 
-// Handler handles every event of package input, one method per type.
-// Implementing it directly makes a newly declared event a compile error
-// until it is handled; embed UnhandledEvents to opt out of that.
+// Handler handles every event of package input, one method per event at its
+// latest version; Dispatch converts the earlier versions with their
+// upcasters. Implementing it directly makes a newly declared event a
+// compile error until it is handled; embed UnhandledEvents to opt out of
+// that.
 type Handler interface {
 	HandleInvoiceIssued(ctx context.Context, e InvoiceIssued) error
 	HandleCustomerRenamed(ctx context.Context, e CustomerRenamed) error
-	HandleOrderPlaced(ctx context.Context, e OrderPlaced) error
 	HandleOrderPlacedV2(ctx context.Context, e OrderPlacedV2) error
 	HandleStockMoved(ctx context.Context, e StockMoved) error
 	HandleTicketOpened(ctx context.Context, e TicketOpened) error
@@ -349,9 +363,6 @@ func (UnhandledEvents) HandleInvoiceIssued(context.Context, InvoiceIssued) error
 // HandleCustomerRenamed ignores the event.
 func (UnhandledEvents) HandleCustomerRenamed(context.Context, CustomerRenamed) error { return nil }
 
-// HandleOrderPlaced ignores the event.
-func (UnhandledEvents) HandleOrderPlaced(context.Context, OrderPlaced) error { return nil }
-
 // HandleOrderPlacedV2 ignores the event.
 func (UnhandledEvents) HandleOrderPlacedV2(context.Context, OrderPlacedV2) error { return nil }
 
@@ -363,7 +374,11 @@ func (UnhandledEvents) HandleTicketOpened(context.Context, TicketOpened) error {
 
 var _ Handler = UnhandledEvents{}
 
-// Dispatch calls the method of h that handles ev's type.
+// Dispatch calls the method of h that handles ev's type. An event of an
+// earlier version is first converted into the latest one by its upcasters;
+// a conversion that fails, or a version that a retired version separates
+// from the latest one, is a permanent error (the consumer dead-letters the
+// message).
 func Dispatch(ctx context.Context, h Handler, ev bus.Event) error {
 	switch e := ev.(type) {
 	case InvoiceIssued:
@@ -371,7 +386,11 @@ func Dispatch(ctx context.Context, h Handler, ev bus.Event) error {
 	case CustomerRenamed:
 		return h.HandleCustomerRenamed(ctx, e)
 	case OrderPlaced:
-		return h.HandleOrderPlaced(ctx, e)
+		u1, err := upcastOrderPlaced(e)
+		if err != nil {
+			return bus.Permanent(fmt.Errorf("gen: dispatch shop.order.placed version 1 %s: %w", e.envelope.ID, err))
+		}
+		return h.HandleOrderPlacedV2(ctx, u1)
 	case OrderPlacedV2:
 		return h.HandleOrderPlacedV2(ctx, e)
 	case StockMoved:
@@ -385,6 +404,17 @@ func Dispatch(ctx context.Context, h Handler, ev bus.Event) error {
 // Registry returns the codec registry of the types of package input, for
 // the bus runtime.
 func Registry() *bus.Registry { return registry }
+
+// upcastOrderPlaced converts an OrderPlaced (shop.order.placed version 1)
+// into an OrderPlacedV2 (version 2) with input.UpcastOrderPlaced, keeping
+// its envelope.
+func upcastOrderPlaced(e OrderPlaced) (OrderPlacedV2, error) {
+	next, err := input.UpcastOrderPlaced(e.OrderPlaced)
+	if err != nil {
+		return OrderPlacedV2{}, fmt.Errorf("input.UpcastOrderPlaced: %w", err)
+	}
+	return OrderPlacedV2{OrderPlacedV2: next, envelope: e.envelope}, nil
+}
 
 var registry = bus.MustNewRegistry(
 	bus.EventType{
@@ -427,6 +457,17 @@ var registry = bus.MustNewRegistry(
 			}
 			e.envelope = env
 			return e, nil
+		},
+		Upcast: func(ev bus.Event) (bus.Event, error) {
+			e, ok := ev.(OrderPlaced)
+			if !ok {
+				return nil, fmt.Errorf("gen: upcast: %T is not an OrderPlaced", ev)
+			}
+			next, err := upcastOrderPlaced(e)
+			if err != nil {
+				return nil, err
+			}
+			return next, nil
 		},
 	},
 	bus.EventType{

@@ -32,9 +32,11 @@ type Event interface {
 type Kind uint8
 
 // The kinds, one per event type, ordered by wire name.
+// Their numbers come from the schema lock and never change: a new event
+// gets a new number, and a removed event's number is not reused.
 const (
-	KindUserDeleted  Kind = iota + 1 // app.user.deleted version 3
-	KindUserSignedUp                 // app.user.signed_up
+	KindUserDeleted  Kind = 1 // app.user.deleted version 3
+	KindUserSignedUp Kind = 2 // app.user.signed_up
 )
 
 // AllKinds returns every kind, ordered by wire name.
@@ -54,7 +56,14 @@ func (k Kind) String() string {
 }
 
 // Valid reports whether k is one of the declared kinds.
-func (k Kind) Valid() bool { return k >= KindUserDeleted && k <= KindUserSignedUp }
+func (k Kind) Valid() bool {
+	switch k {
+	case KindUserDeleted,
+		KindUserSignedUp:
+		return true
+	}
+	return false
+}
 
 // ParseKind returns the kind for a wire name.
 func ParseKind(name string) (Kind, error) {
