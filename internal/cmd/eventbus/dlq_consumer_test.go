@@ -133,6 +133,13 @@ func TestConsumerDeadLettersCLI(t *testing.T) {
 		}
 	}
 
+	// status counts both kinds.
+	r = mustCLI(t, append([]string{"status", "--json"}, db...)...)
+	var st statusJSON
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || st.DeadLetters != 1 || st.ConsumerDeadLetters != 2 {
+		t.Errorf("status --json: %+v, %v; want 1 relay and 2 consumer dead letters", st, err)
+	}
+
 	// show.
 	r = mustCLI(t, append([]string{"dlq", "show", "2"}, db...)...)
 	golden(t, "dlq_show_consumer.txt", normalize(r.stdout))
