@@ -198,13 +198,7 @@ func (d *DeadLetters) CountConsumer(ctx context.Context) (int64, error) {
 // GetConsumer returns one consumer dead letter with its payload and
 // metadata.
 func (d *DeadLetters) GetConsumer(ctx context.Context, id int64) (ConsumerDeadLetter, error) {
-	return d.getConsumer(ctx, id, d.q.GetConsumerDeadLetter, d.db)
-}
-
-func (d *DeadLetters) getConsumer(ctx context.Context, id int64,
-	get func(context.Context, db.DBTX, int64) (db.EventbusConsumerDeadLetter, error), conn db.DBTX,
-) (ConsumerDeadLetter, error) {
-	r, err := get(ctx, conn, id)
+	r, err := d.q.GetConsumerDeadLetter(ctx, d.db, id)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return ConsumerDeadLetter{}, fmt.Errorf("bus: consumer dead letter %d: %w", id, ErrDeadLetterNotFound)
 	}
@@ -243,26 +237,48 @@ func (d *DeadLetters) FixConsumer(ctx context.Context, id int64, payload []byte)
 
 // ReplayConsumer publishes a consumer dead letter again to the topic it
 // came from, with pub (usually the broker's publisher), under its message
-// UUID and with its metadata, and marks it replayed; the mark commits only
-// if the publish succeeded. Every consumer group subscribed to the topic
-// receives the message again: groups that had handled it see a duplicate,
-// which their inbox skips (OnTx handlers) and On handlers see once more
-// (at-least-once delivery). To hand the message to the dead letter's group
-// only, use Consumer.ReplayDeadLetter in a process that runs the group.
+// UUID and with its metadata, and then marks it replayed. Every consumer
+// group subscribed to the topic receives the message again: groups that had
+// handled it see a duplicate, which their inbox skips (OnTx handlers) and On
+// handlers see once more (at-least-once delivery). To hand the message to
+// the dead letter's group only, use Consumer.ReplayDeadLetter in a process
+// that runs the group.
+//
+// If the consumer dead-letters the message again before it is marked (a
+// publisher that returns once the consumer handled it, such as GoChannel's),
+// the dead letter stays unreplayed, with its new failure, and the error
+// wraps ErrDeadLetterFailedAgain. No row lock is held while publishing.
 func (d *DeadLetters) ReplayConsumer(ctx context.Context, id int64, pub message.Publisher) error {
-	return pgx.BeginFunc(ctx, d.db, func(tx pgx.Tx) error {
-		dl, err := d.getConsumer(ctx, id, d.q.GetConsumerDeadLetterForUpdate, tx)
+	dl, err := d.GetConsumer(ctx, id)
+	if err != nil {
+		return err
+	}
+	if err := pub.Publish(dl.Topic, dl.message(ctx)); err != nil {
+		return fmt.Errorf("bus: replay consumer dead letter %d to topic %s: %w", id, dl.Topic, err)
+	}
+	return d.markConsumerReplayed(ctx, dl)
+}
+
+// ErrDeadLetterFailedAgain is wrapped by the error of a replay whose
+// message the consumer dead-lettered again.
+var ErrDeadLetterFailedAgain = errors.New("dead-lettered again")
+
+// markConsumerReplayed marks dl replayed, unless it failed again since it
+// was read.
+func (d *DeadLetters) markConsumerReplayed(ctx context.Context, dl ConsumerDeadLetter) error {
+	n, err := d.q.MarkConsumerDeadLetterReplayed(ctx, d.db, db.MarkConsumerDeadLetterReplayedParams{
+		ID: dl.ID, LastFailedAt: pgtype.Timestamptz{Time: dl.LastFailedAt, Valid: true}})
+	if err != nil {
+		return fmt.Errorf("bus: mark consumer dead letter %d replayed: %w", dl.ID, err)
+	}
+	if n == 0 {
+		now, err := d.GetConsumer(ctx, dl.ID)
 		if err != nil {
 			return err
 		}
-		if err := pub.Publish(dl.Topic, dl.message(ctx)); err != nil {
-			return fmt.Errorf("bus: replay consumer dead letter %d to topic %s: %w", id, dl.Topic, err)
-		}
-		if err := d.q.MarkConsumerDeadLetterReplayed(ctx, tx, id); err != nil {
-			return fmt.Errorf("bus: replay consumer dead letter %d: %w", id, err)
-		}
-		return nil
-	})
+		return fmt.Errorf("bus: replay consumer dead letter %d: %w (attempts %d): %s", dl.ID, ErrDeadLetterFailedAgain, now.Attempts, now.Reason)
+	}
+	return nil
 }
 
 // DiscardConsumer deletes a consumer dead letter for good.
@@ -323,7 +339,7 @@ func (c *Consumer) ReplayDeadLetter(ctx context.Context, id int64) error {
 		}
 		return fmt.Errorf("bus: replay dead letter %d to consumer %s: %w", id, c.cfg.Group, herr)
 	}
-	if err := d.q.MarkConsumerDeadLetterReplayed(ctx, c.cfg.Pool, id); err != nil {
+	if err := d.markConsumerReplayed(ctx, dl); err != nil {
 		return fmt.Errorf("bus: replay dead letter %d: handled, but not marked replayed: %w", id, err)
 	}
 	return nil

@@ -143,12 +143,21 @@ func TestConsumerDeadLettersStoredInPostgres(t *testing.T) {
 		t.Fatalf("ReplayDeadLetter of another group's dead letter = %v", err)
 	}
 
-	// Replayed while the handler still fails: kept, one attempt more.
+	// Replayed while the handler still fails: kept, with the attempts
+	// added. Through the GoChannel, whose publish returns once the consumer
+	// acked, the replay sees the new failure.
+	if err := dead.ReplayConsumer(ctx, failing.ID, gc); !errors.Is(err, bus.ErrDeadLetterFailedAgain) || !strings.Contains(err.Error(), "handler is broken") {
+		t.Fatalf("ReplayConsumer with the handler still broken = %v, want ErrDeadLetterFailedAgain", err)
+	}
 	if err := c.ReplayDeadLetter(ctx, failing.ID); err == nil || !strings.Contains(err.Error(), "handler is broken") {
 		t.Fatalf("ReplayDeadLetter with the handler still broken = %v", err)
 	}
-	if got, err := dead.GetConsumer(ctx, failing.ID); err != nil || got.Attempts != 4 || !got.ReplayedAt.IsZero() {
-		t.Fatalf("after a failed replay: %+v, %v; want 4 attempts, not replayed", got, err)
+	if got, err := dead.GetConsumer(ctx, failing.ID); err != nil || got.Attempts != 3+3+1 || !got.ReplayedAt.IsZero() ||
+		!got.LastFailedAt.After(failing.LastFailedAt) || !got.FirstFailedAt.Equal(failing.FirstFailedAt) {
+		t.Fatalf("after two failed replays: %+v, %v; want 7 attempts, the first failure kept, a later last one, not replayed", got, err)
+	}
+	if n := c.Stats().DeadLettered; n != 3 {
+		t.Fatalf("DeadLettered = %d, want 3 (the failed replay through the broker dead-lettered it again)", n)
 	}
 	// Fixed, it is applied once, and a second replay is skipped by the
 	// inbox.

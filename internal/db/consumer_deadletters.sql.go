@@ -74,32 +74,6 @@ func (q *Queries) GetConsumerDeadLetter(ctx context.Context, db DBTX, id int64) 
 	return i, err
 }
 
-const getConsumerDeadLetterForUpdate = `-- name: GetConsumerDeadLetterForUpdate :one
-SELECT id, consumer_group, topic, message_uuid, event_name, event_version, aggregate_id, payload, metadata, reason, attempts, first_failed_at, last_failed_at, replayed_at FROM eventbus_consumer_dead_letters WHERE id = $1 FOR UPDATE
-`
-
-func (q *Queries) GetConsumerDeadLetterForUpdate(ctx context.Context, db DBTX, id int64) (EventbusConsumerDeadLetter, error) {
-	row := db.QueryRow(ctx, getConsumerDeadLetterForUpdate, id)
-	var i EventbusConsumerDeadLetter
-	err := row.Scan(
-		&i.ID,
-		&i.ConsumerGroup,
-		&i.Topic,
-		&i.MessageUuid,
-		&i.EventName,
-		&i.EventVersion,
-		&i.AggregateID,
-		&i.Payload,
-		&i.Metadata,
-		&i.Reason,
-		&i.Attempts,
-		&i.FirstFailedAt,
-		&i.LastFailedAt,
-		&i.ReplayedAt,
-	)
-	return i, err
-}
-
 const insertConsumerDeadLetter = `-- name: InsertConsumerDeadLetter :one
 INSERT INTO eventbus_consumer_dead_letters (
     consumer_group, topic, message_uuid, event_name, event_version, aggregate_id,
@@ -224,13 +198,25 @@ func (q *Queries) ListConsumerDeadLetters(ctx context.Context, db DBTX, arg List
 	return items, nil
 }
 
-const markConsumerDeadLetterReplayed = `-- name: MarkConsumerDeadLetterReplayed :exec
-UPDATE eventbus_consumer_dead_letters SET replayed_at = now() WHERE id = $1
+const markConsumerDeadLetterReplayed = `-- name: MarkConsumerDeadLetterReplayed :execrows
+UPDATE eventbus_consumer_dead_letters SET replayed_at = now()
+WHERE id = $1 AND last_failed_at = $2
 `
 
-func (q *Queries) MarkConsumerDeadLetterReplayed(ctx context.Context, db DBTX, id int64) error {
-	_, err := db.Exec(ctx, markConsumerDeadLetterReplayed, id)
-	return err
+type MarkConsumerDeadLetterReplayedParams struct {
+	ID           int64
+	LastFailedAt pgtype.Timestamptz
+}
+
+// Marks a consumer dead letter replayed unless it failed again since it was
+// read (a consumer that dead-letters the message again moves
+// last_failed_at).
+func (q *Queries) MarkConsumerDeadLetterReplayed(ctx context.Context, db DBTX, arg MarkConsumerDeadLetterReplayedParams) (int64, error) {
+	result, err := db.Exec(ctx, markConsumerDeadLetterReplayed, arg.ID, arg.LastFailedAt)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
 }
 
 const recordConsumerReplayFailure = `-- name: RecordConsumerReplayFailure :execrows

@@ -42,11 +42,12 @@ LIMIT sqlc.arg(max_rows);
 -- name: GetConsumerDeadLetter :one
 SELECT * FROM eventbus_consumer_dead_letters WHERE id = sqlc.arg(id);
 
--- name: GetConsumerDeadLetterForUpdate :one
-SELECT * FROM eventbus_consumer_dead_letters WHERE id = sqlc.arg(id) FOR UPDATE;
-
--- name: MarkConsumerDeadLetterReplayed :exec
-UPDATE eventbus_consumer_dead_letters SET replayed_at = now() WHERE id = sqlc.arg(id);
+-- name: MarkConsumerDeadLetterReplayed :execrows
+-- Marks a consumer dead letter replayed unless it failed again since it was
+-- read (a consumer that dead-letters the message again moves
+-- last_failed_at).
+UPDATE eventbus_consumer_dead_letters SET replayed_at = now()
+WHERE id = sqlc.arg(id) AND last_failed_at = sqlc.arg(last_failed_at);
 
 -- name: UpdateConsumerDeadLetterPayload :execrows
 UPDATE eventbus_consumer_dead_letters SET payload = sqlc.arg(payload) WHERE id = sqlc.arg(id);
