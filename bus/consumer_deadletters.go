@@ -310,7 +310,8 @@ func (dl ConsumerDeadLetter) message(ctx context.Context) *message.Message {
 // record the event in the inbox as usual, so a dead letter that was
 // meanwhile handled (redelivered, or replayed twice) is skipped. If a
 // handler fails, the dead letter stays, with one more attempt and the new
-// reason, and the error is returned.
+// reason (an outage, see IsOutage, counts no attempt), and the error is
+// returned. The attempt is not retried.
 func (c *Consumer) ReplayDeadLetter(ctx context.Context, id int64) error {
 	c.mu.Lock()
 	started := c.started
@@ -333,6 +334,9 @@ func (c *Consumer) ReplayDeadLetter(ctx context.Context, id int64) error {
 	defer cancel()
 	msg := dl.message(hctx)
 	if herr := c.replayHandle(msg); herr != nil {
+		if IsOutage(herr) { // not the message's failure
+			return fmt.Errorf("bus: replay dead letter %d to consumer %s: %w", id, c.cfg.Group, herr)
+		}
 		if _, err := c.q.RecordConsumerReplayFailure(ctx, c.cfg.Pool, db.RecordConsumerReplayFailureParams{
 			ID: id, Reason: pgText(truncateError(herr.Error()))}); err != nil {
 			c.logger.Error("Recording a failed replay", err, watermill.LogFields{"dead_letter": id})
@@ -457,9 +461,9 @@ func (c *Consumer) sleepUnlessStopping(d time.Duration) {
 // publish sends dead letters to the broker topic, durably when the
 // publisher can tell.
 func (s *consumerDeadLetterSink) publish(topic string, msgs []*message.Message) error {
-	// The handler's context is cancelled by now (the Timeout middleware
-	// ends it when the handler returns); publishers that honour the
-	// message context would fail, so publish copies with a live one.
+	// The handler's context may be cancelled by now (an attempt's timeout
+	// ends with it); publishers that honour the message context would
+	// fail, so publish copies with a live one.
 	copies := make([]*message.Message, len(msgs))
 	for i, m := range msgs {
 		copies[i] = m.Copy()
