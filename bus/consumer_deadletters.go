@@ -369,7 +369,8 @@ const (
 
 // countAttempts wraps the consumer's handler: it counts the failed attempts
 // of a message, and when the first failed, in the message's metadata, for
-// the dead letter. A panic counts (and goes on to the Recoverer).
+// the dead letter. A panic counts (and goes on to the Recoverer); an
+// outage does not (see IsOutage), as it does not count against MaxRetries.
 func countAttempts(h message.NoPublishHandlerFunc) message.NoPublishHandlerFunc {
 	return func(msg *message.Message) error {
 		ok := false
@@ -384,7 +385,7 @@ func countAttempts(h message.NoPublishHandlerFunc) message.NoPublishHandlerFunc 
 			}
 		}()
 		err := h(msg)
-		ok = err == nil
+		ok = err == nil || IsOutage(err)
 		return err
 	}
 }
