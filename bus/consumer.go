@@ -67,15 +67,27 @@ type ConsumerConfig struct {
 	// topic left out. Defaults to every topic of Routing (see
 	// Routing.Topics).
 	Topics []string
-	// DeadLetter receives messages that cannot be decoded (unknown wire
-	// name or version, malformed payload) and messages whose handlers kept
-	// failing, on DeadLetterTopic, with the reason in their metadata
-	// (MetadataDeadLetterReason). Usually the broker's publisher. Required:
-	// a message is never acked silently.
+	// DeadLetterStore is where the consumer keeps the messages it gives up
+	// on: messages that cannot be decoded (unknown wire name or version,
+	// malformed payload) and messages whose handlers kept failing. The
+	// default stores them in PostgreSQL when Pool is set
+	// (DeadLetterStoreDatabase: listed, replayed and discarded with
+	// DeadLetters, ReplayDeadLetter and `eventbus dlq`), and publishes them
+	// to DeadLetterTopic otherwise (DeadLetterStoreBroker). Either way a
+	// message is acknowledged only once its dead letter is stored; if that
+	// fails, it is nacked and delivered again.
+	DeadLetterStore DeadLetterStore
+	// DeadLetter publishes dead letters to DeadLetterTopic, with the reason
+	// in their metadata (MetadataDeadLetterReason), when they go to the
+	// broker. Usually the broker's publisher, whose PublishDurably (see
+	// DurablePublisher) keeps them also when nobody subscribes to the
+	// topic. Required when dead letters go to the broker (without a Pool,
+	// or with DeadLetterStoreBroker); unused otherwise.
 	DeadLetter message.Publisher
 	// DeadLetterTopic defaults to "eventbus_dead_letters".
 	DeadLetterTopic string
-	// Pool is the database of the inbox, required by OnTx handlers.
+	// Pool is the database of the inbox, required by OnTx handlers, and
+	// where dead letters are stored by default.
 	Pool *pgxpool.Pool
 	// Outbox publishes the events OnTx handlers return, in their
 	// transaction. Required when an OnTx handler returns events. Its
@@ -139,6 +151,12 @@ func (c *ConsumerConfig) setDefaults() {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.DeadLetterStore == DeadLetterStoreDefault {
+		c.DeadLetterStore = DeadLetterStoreBroker
+		if c.Pool != nil {
+			c.DeadLetterStore = DeadLetterStoreDatabase
+		}
+	}
 }
 
 // Validate reports every problem of the configuration.
@@ -153,8 +171,21 @@ func (c ConsumerConfig) Validate() error {
 	if c.Group == "" {
 		errs = append(errs, errors.New("empty Group"))
 	}
-	if c.DeadLetter == nil {
-		errs = append(errs, errors.New("nil DeadLetter publisher"))
+	switch c.DeadLetterStore {
+	case DeadLetterStoreDefault:
+		if c.Pool == nil && c.DeadLetter == nil {
+			errs = append(errs, errors.New("nil DeadLetter publisher: without a Pool, dead letters go to the broker"))
+		}
+	case DeadLetterStoreDatabase:
+		if c.Pool == nil {
+			errs = append(errs, errors.New("DeadLetterStoreDatabase needs a Pool"))
+		}
+	case DeadLetterStoreBroker:
+		if c.DeadLetter == nil {
+			errs = append(errs, errors.New("nil DeadLetter publisher: DeadLetterStoreBroker publishes dead letters with it"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("unknown DeadLetterStore %d", c.DeadLetterStore))
 	}
 	if c.MaxRetries < 0 {
 		errs = append(errs, fmt.Errorf("negative MaxRetries %d", c.MaxRetries))
@@ -183,7 +214,8 @@ type ConsumerStats struct {
 	Failed int64
 	// Duplicates counts messages the inbox recognised as already handled.
 	Duplicates int64
-	// DeadLettered counts messages sent to the dead-letter topic.
+	// DeadLettered counts messages dead-lettered: stored in PostgreSQL or
+	// published to the dead-letter topic (see ConsumerConfig.DeadLetterStore).
 	DeadLettered int64
 	// OutageRetries counts the failed attempts that were taken for an
 	// outage (see IsOutage) and retried without counting against
@@ -411,7 +443,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	if err := c.checkHandlerTopics(); err != nil {
 		return fmt.Errorf("bus: consumer %s: %w", c.cfg.Group, err)
 	}
-	poison, err := middleware.PoisonQueueWithFilter(deadLetterCounter{c}, c.cfg.DeadLetterTopic,
+	poison, err := middleware.PoisonQueueWithFilter(c.newDeadLetterSink(), c.cfg.DeadLetterTopic,
 		func(error) bool { return !c.stopping.Load() })
 	if err != nil {
 		return fmt.Errorf("bus: consumer: %w", err)
@@ -424,7 +456,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	mws := []message.HandlerMiddleware{poison, retry.middleware, middleware.Recoverer}
 	mws = append(mws, c.cfg.Middlewares...)
 	for _, topic := range c.cfg.Topics {
-		h := c.router.AddConsumerHandler(c.cfg.Group+"/"+topic, topic, c.cfg.Subscriber, c.handle)
+		h := c.router.AddConsumerHandler(c.cfg.Group+"/"+topic, topic, c.cfg.Subscriber, countAttempts(c.handle))
 		h.AddMiddleware(mws...)
 	}
 	if c.cfg.Pool != nil && c.cfg.InboxRetention > 0 {
@@ -557,29 +589,3 @@ func (c *Consumer) cleanInbox(ctx context.Context) {
 		}
 	}
 }
-
-// deadLetterCounter counts dead-lettered messages on their way to the
-// dead-letter publisher.
-type deadLetterCounter struct{ c *Consumer }
-
-func (d deadLetterCounter) Publish(topic string, msgs ...*message.Message) error {
-	// The handler's context is cancelled by now (the Timeout middleware
-	// ends it when the handler returns); publishers that honour the
-	// message context would fail, so publish copies with a live one.
-	copies := make([]*message.Message, len(msgs))
-	for i, m := range msgs {
-		copies[i] = m.Copy()
-		copies[i].SetContext(context.WithoutCancel(m.Context()))
-	}
-	if err := d.c.cfg.DeadLetter.Publish(topic, copies...); err != nil {
-		return err
-	}
-	d.c.dead.Add(int64(len(msgs)))
-	for _, m := range msgs {
-		d.c.logger.Error("Message dead-lettered", errors.New(m.Metadata.Get(middleware.ReasonForPoisonedKey)),
-			watermill.LogFields{"uuid": m.UUID, "topic": topic, "event_name": m.Metadata.Get(MetadataName)})
-	}
-	return nil
-}
-
-func (d deadLetterCounter) Close() error { return nil }

@@ -43,8 +43,11 @@
 // registered with On (at least once), OnTx (in a transaction that records
 // the event in the inbox: exactly-once effect) or OnAny (for the generated
 // exhaustive dispatcher). Messages that cannot be decoded, and messages
-// whose handlers keep failing, go to a dead-letter topic; events without a
-// handler follow ConsumerConfig.UnknownVersion. Attempts that fail because
+// whose handlers keep failing, are dead-lettered: stored in PostgreSQL when
+// the consumer has a Pool (DeadLetters.ListConsumer, ReplayConsumer,
+// Consumer.ReplayDeadLetter), else published to a dead-letter topic, and
+// acknowledged only once stored; events without a handler follow
+// ConsumerConfig.UnknownVersion. Attempts that fail because
 // the database is unreachable (IsOutage) are retried until it is back,
 // never dead-lettered.
 package bus

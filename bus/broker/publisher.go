@@ -40,7 +40,12 @@ type Publisher struct {
 
 // Publish implements message.Publisher.
 func (p Publisher) Publish(topic string, msgs ...*message.Message) error {
-	err := p.Publisher.Publish(topic, msgs...)
+	return p.wrap(topic, p.Publisher.Publish(topic, msgs...))
+}
+
+// wrap names the adapter and the topic in a publish error, masks the
+// URL's password and marks the error permanent if Permanent says so.
+func (p Publisher) wrap(topic string, err error) error {
 	if err == nil {
 		return nil
 	}
@@ -53,6 +58,20 @@ func (p Publisher) Publish(topic string, msgs ...*message.Message) error {
 	}
 	return wrapped
 }
+
+// PublishDurably implements bus.DurablePublisher: the client's
+// PublishDurably when it has one, its Publish otherwise (a client whose
+// broker keeps a topic's messages for groups that subscribe later). Errors
+// are wrapped as Publish's are.
+func (p Publisher) PublishDurably(topic string, msgs ...*message.Message) error {
+	dp, ok := p.Publisher.(bus.DurablePublisher)
+	if !ok {
+		return p.Publish(topic, msgs...)
+	}
+	return p.wrap(topic, dp.PublishDurably(topic, msgs...))
+}
+
+var _ bus.DurablePublisher = Publisher{}
 
 // Close implements message.Publisher; it does nothing.
 func (Publisher) Close() error { return nil }

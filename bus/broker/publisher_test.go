@@ -60,3 +60,31 @@ func TestPublisherMarksPermanentErrors(t *testing.T) {
 		t.Errorf("Close = %v: it must leave the client's publisher to the broker", err)
 	}
 }
+
+// durableClient is a client publisher with PublishDurably.
+type durableClient struct {
+	failingPublisher
+	durable int
+}
+
+func (c *durableClient) PublishDurably(string, ...*message.Message) error {
+	c.durable++
+	return c.err
+}
+
+// PublishDurably uses the client's PublishDurably when it has one (errors
+// wrapped and classified as Publish's), and Publish otherwise.
+func TestPublisherPublishDurably(t *testing.T) {
+	msg := message.NewMessage("m-1", []byte("{}"))
+	isRefused := func(err error) bool { return errors.Is(err, errRefused) }
+	client := &durableClient{failingPublisher: failingPublisher{errRefused}}
+	p := broker.Publisher{Publisher: client, Name: "testbroker", Permanent: isRefused}
+	err := p.PublishDurably("dead", msg)
+	if client.durable != 1 || !bus.IsPermanent(err) || !errors.Is(err, errRefused) || !strings.HasPrefix(err.Error(), "testbroker: publish to dead: ") {
+		t.Errorf("PublishDurably = %v after %d client calls; want the client's PublishDurably, its error wrapped and permanent", err, client.durable)
+	}
+	plain := broker.Publisher{Publisher: failingPublisher{errOutage}, Name: "testbroker"}
+	if err := plain.PublishDurably("dead", msg); !errors.Is(err, errOutage) || bus.IsPermanent(err) {
+		t.Errorf("PublishDurably without the client's = %v, want Publish's error", err)
+	}
+}

@@ -52,7 +52,7 @@ func NewConsumerMetrics(reg prometheus.Registerer) (*ConsumerMetrics, error) {
 		dups: prometheus.NewDesc("eventbus_consumer_duplicates_total",
 			"Redelivered messages the inbox recognised as already handled, and skipped.", labels, nil),
 		deadDesc: prometheus.NewDesc("eventbus_consumer_dead_lettered_total",
-			"Messages sent to the dead-letter topic: undecodable, or whose handlers kept failing.", labels, nil),
+			"Messages dead-lettered (stored in PostgreSQL or published to the dead-letter topic): undecodable, or whose handlers kept failing.", labels, nil),
 		outages: prometheus.NewDesc("eventbus_consumer_outage_retries_total",
 			"Failed attempts taken for an outage (the inbox database unreachable) and retried without counting against MaxRetries; also in failed_total.", labels, nil),
 		later: prometheus.NewDesc("eventbus_consumer_postponed_total",

@@ -13,7 +13,8 @@
 //	eventbus_outbox_backlog{lane}                      events not yet relayed
 //	eventbus_outbox_oldest_pending_age_seconds{lane}   age of the oldest of them
 //	eventbus_outbox_rows{lane}                         rows stored, relayed or not
-//	eventbus_dead_letters                              dead letters not replayed
+//	eventbus_dead_letters                              relay dead letters not replayed
+//	eventbus_consumer_dead_letters                     consumer dead letters not replayed
 //	eventbus_inbox_rows{consumer_group}                inbox rows
 //	eventbus_status_up                                 1 if the queries succeeded
 //

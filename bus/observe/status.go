@@ -32,8 +32,11 @@ type Status struct {
 	ConsumerGroup string
 	// Lanes holds every outbox lane, in order.
 	Lanes []LaneStatus
-	// DeadLetters counts the dead letters not replayed.
+	// DeadLetters counts the relay's dead letters not replayed.
 	DeadLetters int64
+	// ConsumerDeadLetters counts the consumers' dead letters stored in
+	// PostgreSQL and not replayed.
+	ConsumerDeadLetters int64
 	// Inbox counts inbox rows per consumer group, ordered by group.
 	Inbox []InboxStatus
 }
@@ -127,6 +130,9 @@ func ReadStatus(ctx context.Context, conn DB, group string) (Status, error) {
 	if st.DeadLetters, err = q.CountDeadLetters(ctx, conn); err != nil {
 		return Status{}, fmt.Errorf("observe: count dead letters: %w", err)
 	}
+	if st.ConsumerDeadLetters, err = q.CountConsumerDeadLetters(ctx, conn); err != nil {
+		return Status{}, fmt.Errorf("observe: count consumer dead letters: %w", err)
+	}
 	inbox, err := q.InboxByGroup(ctx, conn)
 	if err != nil {
 		return Status{}, fmt.Errorf("observe: count inbox rows: %w", err)
@@ -162,12 +168,12 @@ type statusCollector struct {
 	opts StatusOptions
 	mu   sync.Mutex // one scrape at a time queries the database
 
-	backlog, oldest, rows, dead, inbox, up *prometheus.Desc
+	backlog, oldest, rows, dead, consumerDead, inbox, up *prometheus.Desc
 }
 
 // RegisterStatus registers on reg a collector that reads the eventbus
 // tables at every scrape (ReadStatus): the outbox backlog, oldest pending
-// age and stored rows per lane, the dead-letter count and the inbox rows
+// age and stored rows per lane, the dead-letter counts and the inbox rows
 // per consumer group. When the queries fail, only eventbus_status_up (0)
 // is reported, so that the scrape's other metrics still get through.
 func RegisterStatus(reg prometheus.Registerer, conn DB, opts StatusOptions) error {
@@ -187,6 +193,8 @@ func RegisterStatus(reg prometheus.Registerer, conn DB, opts StatusOptions) erro
 			"Rows stored in the outbox lane: the backlog plus relayed rows the relay's cleaner has not deleted yet.", []string{"lane"}, nil),
 		dead: prometheus.NewDesc("eventbus_dead_letters",
 			"Outbox events the relay dead-lettered and that were not replayed.", nil, nil),
+		consumerDead: prometheus.NewDesc("eventbus_consumer_dead_letters",
+			"Messages consumers dead-lettered to PostgreSQL and that were not replayed.", nil, nil),
 		inbox: prometheus.NewDesc("eventbus_inbox_rows",
 			"Rows in the inbox of idempotent consumers, per consumer group.", []string{"consumer_group"}, nil),
 		up: prometheus.NewDesc("eventbus_status_up",
@@ -200,7 +208,7 @@ func RegisterStatus(reg prometheus.Registerer, conn DB, opts StatusOptions) erro
 
 // Describe implements prometheus.Collector.
 func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.backlog, c.oldest, c.rows, c.dead, c.inbox, c.up} {
+	for _, d := range []*prometheus.Desc{c.backlog, c.oldest, c.rows, c.dead, c.consumerDead, c.inbox, c.up} {
 		ch <- d
 	}
 }
@@ -227,6 +235,7 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.rows, prometheus.GaugeValue, float64(l.Stored), lane)
 	}
 	ch <- prometheus.MustNewConstMetric(c.dead, prometheus.GaugeValue, float64(st.DeadLetters))
+	ch <- prometheus.MustNewConstMetric(c.consumerDead, prometheus.GaugeValue, float64(st.ConsumerDeadLetters))
 	for _, g := range st.Inbox {
 		ch <- prometheus.MustNewConstMetric(c.inbox, prometheus.GaugeValue, float64(g.Rows), g.ConsumerGroup)
 	}

@@ -17,6 +17,23 @@ type EventbusAttempt struct {
 	LastError     string
 }
 
+type EventbusConsumerDeadLetter struct {
+	ID            int64
+	ConsumerGroup string
+	Topic         string
+	MessageUuid   string
+	EventName     string
+	EventVersion  int32
+	AggregateID   string
+	Payload       []byte
+	Metadata      []byte
+	Reason        string
+	Attempts      int32
+	FirstFailedAt pgtype.Timestamptz
+	LastFailedAt  pgtype.Timestamptz
+	ReplayedAt    pgtype.Timestamptz
+}
+
 type EventbusDeadLetter struct {
 	ID            int64
 	Lane          int32

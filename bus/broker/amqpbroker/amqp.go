@@ -27,6 +27,15 @@
 // confirms): a confirmed message is in the queues of every group bound at
 // that time.
 //
+// Dead letters: a consumer without a Pool publishes its dead letters with
+// the publisher's PublishDurably (bus.DurablePublisher), which declares the
+// durable queue "retained:<topic>" (RetainGroup) bound to the topic's
+// exchange before it publishes, and publishes with the mandatory flag, so
+// that a dead letter waits in that queue for a reader
+// (Subscriber(RetainGroup)) and a message RabbitMQ could route nowhere is
+// an error (the consumer then nacks the original and handles it again
+// later) instead of being confirmed and dropped.
+//
 // Routing key: watermill-amqp computes one routing key per topic, not per
 // message, so the aggregate id is not the routing key; it travels in the
 // aggregate_id header. Exchanges are fanout and routing keys empty.
@@ -135,10 +144,7 @@ func positive(q url.Values, key string, def int) (int, error) {
 // wmConfig is the watermill-amqp configuration of a subscriber; group names
 // its queues. The publisher (publisher.go) declares the same exchanges.
 func (c config) wmConfig(group string) wamqp.Config {
-	var queueArgs amqp.Table
-	if c.queueType != "classic" {
-		queueArgs = amqp.Table{"x-queue-type": c.queueType}
-	}
+	queueArgs := c.queueArgs()
 	noRoutingKey := func(string) string { return "" }
 	return wamqp.Config{
 		Connection: wamqp.ConnectionConfig{AmqpURI: c.uri},
@@ -164,6 +170,19 @@ func (c config) wmConfig(group string) wamqp.Config {
 	}
 }
 
+// queueArgs are the arguments of the queues this package declares.
+func (c config) queueArgs() amqp.Table {
+	if c.queueType == "classic" {
+		return nil
+	}
+	return amqp.Table{"x-queue-type": c.queueType}
+}
+
+// RetainGroup is the consumer group whose queue keeps the messages of a
+// topic published with PublishDurably (bus.DurablePublisher): a consumer's
+// dead letters. Read them with Subscriber(RetainGroup).
+const RetainGroup = "retained"
+
 // QueueName is the queue of a consumer group on a topic.
 func QueueName(group, topic string) string { return group + ":" + topic }
 
@@ -188,7 +207,7 @@ func Open(_ context.Context, u *url.URL, opts broker.Options) (broker.Broker, er
 	if err != nil {
 		return nil, fmt.Errorf("amqpbroker: publisher: %s", broker.RedactError(err, u))
 	}
-	return &amqpBroker{cfg: cfg, u: u, logger: logger, conn: conn, pub: newPublisher(conn, cfg.channels)}, nil
+	return &amqpBroker{cfg: cfg, u: u, logger: logger, conn: conn, pub: newPublisher(conn, cfg.channels, cfg.queueArgs())}, nil
 }
 
 func (b *amqpBroker) Publisher() message.Publisher {

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	_ "github.com/edupulse/eventbus/bus/broker/amqpbroker"
+	"github.com/edupulse/eventbus/bus/broker/amqpbroker"
 	"github.com/edupulse/eventbus/bus/broker/brokertest"
 	"github.com/edupulse/eventbus/internal/brokertest/servers"
 	"github.com/edupulse/eventbus/internal/pgtest"
@@ -21,12 +21,14 @@ func TestConformance(t *testing.T) {
 	brokertest.Run(t, brokertest.Features{
 		OrderPerAggregate: true,
 		Refusal:           &brokertest.Refusal{Title: brokertest.OversizedTitle(servers.MaxMessageSize), Error: "PRECONDITION_FAILED - message size"},
+		DeadLetterReader:  amqpbroker.RetainGroup,
 	}, func(t *testing.T) string { return servers.RabbitMQ(t) })
 	t.Run("Groups", func(t *testing.T) { brokertest.RunGroups(t, servers.RabbitMQ(t)) })
 	t.Run("GroupsQuorumQueues", func(t *testing.T) {
 		brokertest.RunGroups(t, servers.RabbitMQ(t)+"?queue_type=quorum&prefetch=8&channels=2")
 	})
 	t.Run("PermanentErrors", testPermanentErrors)
+	t.Run("DeadLettersKept", testDeadLettersKept)
 }
 
 func TestOpenErrors(t *testing.T) {

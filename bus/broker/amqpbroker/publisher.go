@@ -28,20 +28,22 @@ type publisher struct {
 	done      chan struct{}    // closed by close
 
 	mu         sync.Mutex
-	declared   map[string]bool  // exchanges declared on declaredOn
+	declared   map[string]bool  // exchanges and retained queues declared on declaredOn
 	declaredOn *amqp.Connection // the connection of declared
+	queueArgs  amqp.Table       // of the retained queues
 }
 
 // pubChannel is a channel in confirm mode, and the error the broker closed
 // it with.
 type pubChannel struct {
-	ch     *amqp.Channel
-	closed chan *amqp.Error
-	reason *amqp.Error
+	ch      *amqp.Channel
+	closed  chan *amqp.Error
+	reason  *amqp.Error
+	returns chan amqp.Return // mandatory messages the broker could not route
 }
 
-func newPublisher(conn *wamqp.ConnectionWrapper, channels int) *publisher {
-	p := &publisher{conn: conn, marshaler: marshaler{}, chans: make(chan *pubChannel, channels), done: make(chan struct{})}
+func newPublisher(conn *wamqp.ConnectionWrapper, channels int, queueArgs amqp.Table) *publisher {
+	p := &publisher{conn: conn, marshaler: marshaler{}, chans: make(chan *pubChannel, channels), done: make(chan struct{}), queueArgs: queueArgs}
 	for range channels {
 		p.chans <- &pubChannel{}
 	}
@@ -57,6 +59,71 @@ var errDeclare = errors.New("declare exchange")
 // Publish implements message.Publisher. It returns once the broker
 // confirmed every message.
 func (p *publisher) Publish(topic string, msgs ...*message.Message) error {
+	return p.withChannel(topic, func(pc *pubChannel) error {
+		confirms := make([]*amqp.DeferredConfirmation, 0, len(msgs))
+		for _, msg := range msgs {
+			dc, err := p.publish(pc, topic, msg, false)
+			if err != nil {
+				return err
+			}
+			confirms = append(confirms, dc)
+		}
+		timeout := time.NewTimer(confirmTimeout)
+		defer timeout.Stop()
+		for i, dc := range confirms {
+			if err := p.confirmed(pc, topic, msgs[i], dc, timeout.C); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// PublishDurably implements bus.DurablePublisher, for dead letters: a
+// message published to a fanout exchange that no queue is bound to is
+// confirmed by RabbitMQ and dropped. So it first declares the durable
+// queue "RetainGroup:<topic>" bound to the topic's exchange, where the
+// messages wait for a reader (Subscriber(RetainGroup)), and publishes each
+// message with the mandatory flag: a message the broker could route to no
+// queue (the queue deleted meanwhile) comes back, and is an error.
+func (p *publisher) PublishDurably(topic string, msgs ...*message.Message) error {
+	return p.withChannel(topic, func(pc *pubChannel) error {
+		if err := p.declareRetained(pc, topic); err != nil {
+			return err
+		}
+		for _, msg := range msgs { // one at a time: a return belongs to the last message
+			pc.drainReturns()
+			dc, err := p.publish(pc, topic, msg, true)
+			if err != nil {
+				return err
+			}
+			timeout := time.NewTimer(confirmTimeout)
+			err = p.confirmed(pc, topic, msg, dc, timeout.C)
+			timeout.Stop()
+			if err != nil {
+				return err
+			}
+			// The client hands a return over before the confirm that
+			// follows it.
+			select {
+			case r, ok := <-pc.returns:
+				if ok {
+					p.forget(retainedKey(topic)) // declare the queue again next time
+					return fmt.Errorf("message %s: %w: %d %s (no queue bound to the exchange)", msg.UUID, errReturned, r.ReplyCode, r.ReplyText)
+				}
+			default:
+			}
+		}
+		return nil
+	})
+}
+
+// errReturned: the broker returned a mandatory message it could not route.
+var errReturned = errors.New("returned by the broker")
+
+// withChannel runs fn with a free channel in confirm mode, open on the
+// current connection, on which the topic's exchange is declared.
+func (p *publisher) withChannel(topic string, fn func(pc *pubChannel) error) error {
 	var pc *pubChannel
 	select {
 	case <-p.done:
@@ -81,41 +148,68 @@ func (p *publisher) Publish(topic string, msgs ...*message.Message) error {
 	if err := p.declare(conn, pc, topic); err != nil {
 		return err
 	}
-	confirms := make([]*amqp.DeferredConfirmation, 0, len(msgs))
-	for _, msg := range msgs {
-		pub, err := p.marshaler.Marshal(msg)
-		if err != nil {
-			return fmt.Errorf("marshal message %s: %w", msg.UUID, err)
-		}
-		dc, err := pc.ch.PublishWithDeferredConfirmWithContext(msg.Context(), topic, "", false, false, pub)
-		if err != nil {
-			return fmt.Errorf("message %s: %w", msg.UUID, pc.closeReason(err))
-		}
-		confirms = append(confirms, dc)
+	return fn(pc)
+}
+
+// publish sends one message, mandatory or not, and returns its deferred
+// confirm.
+func (p *publisher) publish(pc *pubChannel, topic string, msg *message.Message, mandatory bool) (*amqp.DeferredConfirmation, error) {
+	pub, err := p.marshaler.Marshal(msg)
+	if err != nil {
+		return nil, fmt.Errorf("marshal message %s: %w", msg.UUID, err)
 	}
-	timeout := time.NewTimer(confirmTimeout)
-	defer timeout.Stop()
-	for i, dc := range confirms {
-		select {
-		case <-dc.Done():
-		case <-timeout.C:
-			_ = pc.ch.Close() // confirms may come late on it: use another
-			return fmt.Errorf("message %s: not confirmed within %v", msgs[i].UUID, confirmTimeout)
-		}
-		if dc.Acked() {
-			continue
-		}
-		if pc.ch.IsClosed() {
-			err := pc.closeReason(amqp.ErrClosed)
-			if isCode(err, amqp.NotFound) {
-				p.forget(topic) // the exchange was deleted: declare it again next time
-			}
-			return fmt.Errorf("message %s: %w", msgs[i].UUID, err)
-		}
-		return fmt.Errorf("message %s: the broker refused it (basic.nack)", msgs[i].UUID)
+	dc, err := pc.ch.PublishWithDeferredConfirmWithContext(msg.Context(), topic, "", mandatory, false, pub)
+	if err != nil {
+		return nil, fmt.Errorf("message %s: %w", msg.UUID, pc.closeReason(err))
 	}
+	return dc, nil
+}
+
+// confirmed waits for a message's confirm until timeout and returns nil if
+// the broker acked it.
+func (p *publisher) confirmed(pc *pubChannel, topic string, msg *message.Message, dc *amqp.DeferredConfirmation, timeout <-chan time.Time) error {
+	select {
+	case <-dc.Done():
+	case <-timeout:
+		_ = pc.ch.Close() // confirms may come late on it: use another
+		return fmt.Errorf("message %s: not confirmed within %v", msg.UUID, confirmTimeout)
+	}
+	if dc.Acked() {
+		return nil
+	}
+	if pc.ch.IsClosed() {
+		err := pc.closeReason(amqp.ErrClosed)
+		if isCode(err, amqp.NotFound) {
+			p.forget(topic) // the exchange was deleted: declare it again next time
+		}
+		return fmt.Errorf("message %s: %w", msg.UUID, err)
+	}
+	return fmt.Errorf("message %s: the broker refused it (basic.nack)", msg.UUID)
+}
+
+// declareRetained declares the durable queue that keeps the topic's
+// messages published with PublishDurably, bound to its exchange, once per
+// connection.
+func (p *publisher) declareRetained(pc *pubChannel, topic string) error {
+	key := retainedKey(topic)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.declared[key] {
+		return nil
+	}
+	queue := QueueName(RetainGroup, topic)
+	if _, err := pc.ch.QueueDeclare(queue, true, false, false, false, p.queueArgs); err != nil {
+		return fmt.Errorf("%w: queue %s: %w", errDeclare, queue, pc.closeReason(err))
+	}
+	if err := pc.ch.QueueBind(queue, "", topic, false, nil); err != nil {
+		return fmt.Errorf("%w: bind queue %s: %w", errDeclare, queue, pc.closeReason(err))
+	}
+	p.declared[key] = true
 	return nil
 }
+
+// retainedKey is the key of a topic's retained queue in declared.
+func retainedKey(topic string) string { return "queue " + topic }
 
 // declare declares the topic's fanout exchange, once per connection.
 func (p *publisher) declare(conn *amqp.Connection, pc *pubChannel, topic string) error {
@@ -161,7 +255,21 @@ func (pc *pubChannel) open(conn *amqp.Connection) error {
 		return fmt.Errorf("confirm mode: %w", err)
 	}
 	pc.ch, pc.closed, pc.reason = ch, ch.NotifyClose(make(chan *amqp.Error, 1)), nil
+	// Buffered: the client blocks its reader on a full channel. Only
+	// PublishDurably publishes mandatory messages, one at a time.
+	pc.returns = ch.NotifyReturn(make(chan amqp.Return, 8))
 	return nil
+}
+
+// drainReturns discards returns left from earlier publishes.
+func (pc *pubChannel) drainReturns() {
+	for {
+		select {
+		case <-pc.returns:
+		default:
+			return
+		}
+	}
 }
 
 // closeReason returns the error the broker closed the channel with, if it

@@ -1,9 +1,10 @@
 // Package brokertest is the conformance suite every broker adapter passes:
 // outbox → relay → broker → typed consumer for all EduPulse events, with
 // duplicates skipped by the inbox, per-aggregate order where the broker
-// promises it, poison messages dead-lettered without blocking the rest, and
-// an event the broker refuses for good dead-lettered by the relay while the
-// events behind it go on.
+// promises it, poison messages dead-lettered without blocking the rest,
+// consumer dead letters stored in PostgreSQL and replayed, or kept on the
+// broker's dead-letter topic until read, and an event the broker refuses
+// for good dead-lettered by the relay while the events behind it go on.
 //
 // Two versions of one event name, sharing a topic, each reach the typed
 // handler of their own version.
@@ -61,6 +62,11 @@ type Features struct {
 	// RefusesNothing says why the broker refuses no event (the refusal
 	// test is then skipped with this reason).
 	RefusesNothing string
+	// DeadLetterReader is the consumer group that reads the dead letters a
+	// consumer published to the broker before anyone subscribed to the
+	// dead-letter topic (amqpbroker.RetainGroup). Empty: any group
+	// subscribing later reads them.
+	DeadLetterReader string
 }
 
 // Refusal is an event a broker will always refuse: a PulseCreated with
@@ -91,6 +97,7 @@ func Run(t *testing.T, f Features, brokerURL func(t *testing.T) string) {
 	t.Run("DuplicatesSkippedByInbox", func(t *testing.T) { testDuplicates(t, f, brokerURL(t)) })
 	t.Run("PoisonDeadLettered", func(t *testing.T) { testPoison(t, f, brokerURL(t)) })
 	t.Run("VersionsToOwnHandlers", func(t *testing.T) { testVersions(t, f, brokerURL(t)) })
+	runConsumerDeadLetters(t, f, brokerURL)
 	t.Run("RefusedEventDeadLettered", func(t *testing.T) {
 		switch {
 		case f.Refusal != nil && f.Refusal.BrokerURL != nil:
@@ -119,6 +126,12 @@ type AppConfig struct {
 	// Pool, Publisher and Logger set) instead of the suite's faster
 	// polling and backoff.
 	DefaultRelay bool
+	// DeadLetterStore is the consumer's (ConsumerConfig.DeadLetterStore);
+	// the default keeps dead letters in Pool.
+	DeadLetterStore bus.DeadLetterStore
+	// Fail, when set, runs before the consumer's handler applies an event:
+	// an error fails the handler.
+	Fail func(bus.Event) error
 }
 
 // App is an application: it consumes EduPulse events into an effects table
@@ -179,7 +192,7 @@ func StartApp(ctx context.Context, cfg AppConfig) (*App, error) {
 	app := &App{Outbox: ob, Broker: b, DeadLetterTopic: prefix + "dead_letters", prefix: prefix}
 	c, err := bus.NewConsumer(bus.ConsumerConfig{
 		Registry: gen.Registry(), Subscriber: sub, Group: prefix + "effects", Routing: routing,
-		DeadLetter: b.Publisher(), DeadLetterTopic: app.DeadLetterTopic,
+		DeadLetter: b.Publisher(), DeadLetterTopic: app.DeadLetterTopic, DeadLetterStore: cfg.DeadLetterStore,
 		Pool: cfg.Pool, Outbox: ob, Logger: cfg.Logger,
 		MaxRetries: 2, BackoffInitial: 10 * time.Millisecond, BackoffMax: 50 * time.Millisecond,
 	})
@@ -188,6 +201,11 @@ func StartApp(ctx context.Context, cfg AppConfig) (*App, error) {
 		return nil, err
 	}
 	c.OnAnyTx(func(ctx context.Context, tx pgx.Tx, ev bus.Event) ([]bus.Event, error) {
+		if cfg.Fail != nil {
+			if err := cfg.Fail(ev); err != nil {
+				return nil, err
+			}
+		}
 		_, err := tx.Exec(ctx, `INSERT INTO effects (event_id, name, aggregate_id) VALUES ($1, $2, $3)
 			ON CONFLICT (event_id) DO UPDATE SET applied = effects.applied + 1`,
 			ev.Envelope().ID, ev.EventName(), ev.Envelope().AggregateID)
@@ -411,7 +429,9 @@ func testDuplicates(t *testing.T, f Features, url string) {
 
 func testPoison(t *testing.T, f Features, url string) {
 	pool := newDB(t)
-	app := startApp(t, url, pool)
+	// Dead letters to the broker topic (the default with a Pool keeps them
+	// in PostgreSQL: see testConsumerDeadLettersStored).
+	app := startAppWith(t, AppConfig{BrokerURL: url, Pool: pool, DeadLetterStore: bus.DeadLetterStoreBroker})
 
 	dlqSub, err := app.Broker.Subscriber(app.DeadLetterTopic + "_watcher")
 	if err != nil {

@@ -1,53 +1,89 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill/message"
+
 	"github.com/edupulse/eventbus/bus"
+	"github.com/edupulse/eventbus/bus/broker"
 )
 
 func (a *app) dlqListFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&a.dlqAll, "all", false, "include replayed dead letters")
 	fs.IntVar(&a.dlqLimit, "limit", 100, "list at most `N` dead letters")
+	fs.StringVar(&a.dlqKind, "kind", "", "list one `kind` only: relay or consumer (default: both)")
+	fs.StringVar(&a.group, "group", "", "list the dead letters of one consumer `group` only (implies --kind consumer)")
 }
 
-// deadLetterJSON is a dead letter in --json output.
+// deadLetterJSON is a dead letter of either kind in --json output.
 type deadLetterJSON struct {
-	ID            int64             `json:"id"`
-	Lane          int               `json:"lane"`
-	EventID       string            `json:"event_id"`
-	EventName     string            `json:"event_name"`
-	AggregateID   string            `json:"aggregate_id"`
-	Error         string            `json:"error"`
-	Attempts      int               `json:"attempts"`
-	FirstFailedAt time.Time         `json:"first_failed_at"`
-	DeadAt        time.Time         `json:"dead_at"`
-	ReplayedAt    *time.Time        `json:"replayed_at"`
-	Metadata      map[string]string `json:"metadata,omitempty"`
-	// Payload is the stored outbox payload (a forwarder envelope when well
-	// formed), as JSON when it is, else as a string.
+	ID int64 `json:"id"`
+	// Kind is "relay" (an outbox event the relay could never publish) or
+	// "consumer" (a message a consumer gave up on).
+	Kind string `json:"kind"`
+	// Lane is the outbox lane of a relay dead letter.
+	Lane *int `json:"lane,omitempty"`
+	// ConsumerGroup and Topic are the group and the broker topic of a
+	// consumer dead letter.
+	ConsumerGroup string `json:"consumer_group,omitempty"`
+	Topic         string `json:"topic,omitempty"`
+	EventID       string `json:"event_id"`
+	EventName     string `json:"event_name"`
+	EventVersion  int    `json:"event_version,omitempty"`
+	AggregateID   string `json:"aggregate_id"`
+	// Error is why the relay's last attempt failed, or why the consumer
+	// gave up.
+	Error         string    `json:"error"`
+	Attempts      int       `json:"attempts"`
+	FirstFailedAt time.Time `json:"first_failed_at"`
+	// DeadAt is when the event was dead-lettered: for a consumer dead
+	// letter, its last failure.
+	DeadAt     time.Time         `json:"dead_at"`
+	ReplayedAt *time.Time        `json:"replayed_at"`
+	Metadata   map[string]string `json:"metadata,omitempty"`
+	// Payload is the stored payload, as JSON when it is, else as a string:
+	// for a relay dead letter the outbox payload (a forwarder envelope when
+	// well formed), for a consumer dead letter the message's payload (the
+	// event's JSON).
 	Payload json.RawMessage `json:"payload,omitempty"`
 	// Event is the event inside the payload, decoded, when it can be.
 	Event *tailEvent `json:"event,omitempty"`
 }
 
 func toDeadLetterJSON(dl bus.DeadLetter) deadLetterJSON {
-	j := deadLetterJSON{ID: dl.ID, Lane: dl.Lane, EventID: dl.MessageUUID, EventName: dl.EventName, AggregateID: dl.AggregateID,
-		Error: dl.Error, Attempts: dl.Attempts, FirstFailedAt: dl.FirstFailedAt.UTC(), DeadAt: dl.DeadAt.UTC(), Metadata: dl.Metadata}
-	if !dl.ReplayedAt.IsZero() {
-		t := dl.ReplayedAt.UTC()
-		j.ReplayedAt = &t
-	}
+	lane := dl.Lane
+	j := deadLetterJSON{ID: dl.ID, Kind: string(bus.DeadLetterKindRelay), Lane: &lane, EventID: dl.MessageUUID, EventName: dl.EventName,
+		AggregateID: dl.AggregateID, Error: dl.Error, Attempts: dl.Attempts, FirstFailedAt: dl.FirstFailedAt.UTC(),
+		DeadAt: dl.DeadAt.UTC(), Metadata: dl.Metadata, ReplayedAt: utcOrNil(dl.ReplayedAt)}
 	return j
+}
+
+func consumerDeadLetterJSON(dl bus.ConsumerDeadLetter) deadLetterJSON {
+	return deadLetterJSON{ID: dl.ID, Kind: string(bus.DeadLetterKindConsumer), ConsumerGroup: dl.Group, Topic: dl.Topic,
+		EventID: dl.MessageUUID, EventName: dl.EventName, EventVersion: dl.EventVersion, AggregateID: dl.AggregateID,
+		Error: dl.Reason, Attempts: dl.Attempts, FirstFailedAt: dl.FirstFailedAt.UTC(), DeadAt: dl.LastFailedAt.UTC(),
+		Metadata: dl.Metadata, ReplayedAt: utcOrNil(dl.ReplayedAt)}
+}
+
+func utcOrNil(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	t = t.UTC()
+	return &t
 }
 
 // dlqOpen opens the database and the dead-letter API.
@@ -63,40 +99,102 @@ func (a *app) dlqList(ctx context.Context, _ []string) error {
 	if a.dlqLimit <= 0 {
 		return usagef("dlq list: --limit %d: want a positive number", a.dlqLimit)
 	}
+	if a.group != "" && a.dlqKind == "" {
+		a.dlqKind = string(bus.DeadLetterKindConsumer)
+	}
+	switch bus.DeadLetterKind(a.dlqKind) {
+	case "", bus.DeadLetterKindRelay, bus.DeadLetterKindConsumer:
+	default:
+		return usagef("dlq list: --kind %q: want relay or consumer", a.dlqKind)
+	}
+	if a.group != "" && a.dlqKind != string(bus.DeadLetterKindConsumer) {
+		return usagef("dlq list: --group lists consumer dead letters: it does not go with --kind %s", a.dlqKind)
+	}
 	dls, closeDB, err := a.dlqOpen(ctx)
 	if err != nil {
 		return err
 	}
 	defer closeDB()
-	list, err := dls.List(ctx, bus.ListOptions{IncludeReplayed: a.dlqAll, Limit: a.dlqLimit})
-	if err != nil {
-		return err
-	}
-	if a.jsonOut {
-		out := make([]deadLetterJSON, 0, len(list))
-		for _, dl := range list {
-			out = append(out, toDeadLetterJSON(dl))
+	var list []deadLetterJSON
+	if a.dlqKind != string(bus.DeadLetterKindConsumer) {
+		relay, err := dls.List(ctx, bus.ListOptions{IncludeReplayed: a.dlqAll, Limit: a.dlqLimit})
+		if err != nil {
+			return err
 		}
-		return a.writeJSON(out)
+		for _, dl := range relay {
+			list = append(list, toDeadLetterJSON(dl))
+		}
+	}
+	if a.dlqKind != string(bus.DeadLetterKindRelay) {
+		consumer, err := dls.ListConsumer(ctx, bus.ConsumerListOptions{Group: a.group, IncludeReplayed: a.dlqAll, Limit: a.dlqLimit})
+		if err != nil {
+			return err
+		}
+		for _, dl := range consumer {
+			list = append(list, consumerDeadLetterJSON(dl))
+		}
+	}
+	// Ids of both kinds come from one sequence: in id order, the oldest
+	// first.
+	slices.SortFunc(list, func(x, y deadLetterJSON) int { return cmp.Compare(x.ID, y.ID) })
+	list = list[:min(len(list), a.dlqLimit)]
+	if a.jsonOut {
+		if list == nil {
+			list = []deadLetterJSON{}
+		}
+		return a.writeJSON(list)
 	}
 	if len(list) == 0 {
 		fmt.Fprintln(a.stdout, "No dead letters.")
 		return nil
 	}
-	header := []string{"ID", "LANE", "EVENT", "EVENT ID", "AGGREGATE", "ATTEMPTS", "DEAD AT", "ERROR"}
+	header := []string{"ID", "KIND", "FROM", "EVENT", "EVENT ID", "AGGREGATE", "ATTEMPTS", "DEAD AT", "ERROR"}
 	if a.dlqAll {
-		header = slices.Insert(header, 7, "REPLAYED AT")
+		header = slices.Insert(header, 8, "REPLAYED AT")
 	}
 	var rows [][]string
 	for _, dl := range list {
-		r := []string{strconv.FormatInt(dl.ID, 10), strconv.Itoa(dl.Lane), orDash(dl.EventName), dl.MessageUUID,
-			orDash(dl.AggregateID), strconv.Itoa(dl.Attempts), timestamp(dl.DeadAt), truncate(dl.Error, 60)}
+		from := dl.ConsumerGroup
+		if dl.Lane != nil {
+			from = "lane " + strconv.Itoa(*dl.Lane)
+		}
+		r := []string{strconv.FormatInt(dl.ID, 10), dl.Kind, from, orDash(dl.EventName), dl.EventID,
+			orDash(dl.AggregateID), strconv.Itoa(dl.Attempts), timestamp(dl.DeadAt), truncate(shortReason(dl), 60)}
 		if a.dlqAll {
-			r = slices.Insert(r, 7, timestamp(dl.ReplayedAt))
+			var replayed time.Time
+			if dl.ReplayedAt != nil {
+				replayed = *dl.ReplayedAt
+			}
+			r = slices.Insert(r, 8, timestamp(replayed))
 		}
 		rows = append(rows, r)
 	}
 	return table(a.stdout, header, rows)
+}
+
+// shortReason is a dead letter's error without what the table's other
+// columns say: a consumer's reasons start with the event's name and id
+// ("handle NAME ID: ...", "decode event ID (name ..., version N): ...").
+func shortReason(dl deadLetterJSON) string {
+	if dl.Kind != string(bus.DeadLetterKindConsumer) {
+		return dl.Error
+	}
+	reason := strings.TrimPrefix(dl.Error, "handle "+dl.EventName+" "+dl.EventID+": ")
+	if rest, ok := strings.CutPrefix(reason, "decode event "+dl.EventID+" ("); ok {
+		if _, after, found := strings.Cut(rest, "): "); found {
+			reason = after
+		}
+	}
+	return reason
+}
+
+// dlqKindOf tells which kind of dead letter id is.
+func dlqKindOf(ctx context.Context, dls *bus.DeadLetters, id int64) (bus.DeadLetterKind, error) {
+	kind, err := dls.Kind(ctx, id)
+	if err != nil {
+		return "", notFound(err, id)
+	}
+	return kind, nil
 }
 
 // dlqID parses a dead-letter id argument.
@@ -126,47 +224,95 @@ func (a *app) dlqShow(ctx context.Context, args []string) error {
 		return err
 	}
 	defer closeDB()
-	dl, err := dls.Get(ctx, id)
+	kind, err := dlqKindOf(ctx, dls, id)
 	if err != nil {
-		return notFound(err, id)
+		return err
 	}
-	j := toDeadLetterJSON(dl)
-	j.Payload = rawJSON(dl.Payload)
-	if topic, msg, err := bus.UnwrapOutboxPayload(dl.Payload); err == nil {
-		ev := a.decode(topic, msg)
-		ev.Lane = dl.Lane
+	var j deadLetterJSON
+	var fields [][]string
+	if kind == bus.DeadLetterKindConsumer {
+		dl, err := dls.GetConsumer(ctx, id)
+		if err != nil {
+			return notFound(err, id)
+		}
+		j = consumerDeadLetterJSON(dl)
+		j.Payload = rawJSON(dl.Payload)
+		msg := message.NewMessage(dl.MessageUUID, dl.Payload)
+		for k, v := range dl.Metadata {
+			msg.Metadata[k] = v
+		}
+		ev := a.decode(dl.Topic, msg)
 		j.Event = &ev
+		version := "-"
+		if dl.EventVersion > 0 {
+			version = strconv.Itoa(dl.EventVersion)
+		}
+		fields = [][]string{
+			{"ID:", strconv.FormatInt(dl.ID, 10)},
+			{"Kind:", "consumer (a message the consumer gave up on)"},
+			{"Consumer group:", dl.Group},
+			{"Topic:", dl.Topic},
+			{"Event ID:", dl.MessageUUID},
+			{"Event:", orDash(dl.EventName)},
+			{"Version:", version},
+			{"Aggregate:", orDash(dl.AggregateID)},
+			{"Attempts:", strconv.Itoa(dl.Attempts)},
+			{"First failed at:", timestamp(dl.FirstFailedAt)},
+			{"Last failed at:", timestamp(dl.LastFailedAt)},
+			{"Replayed at:", timestamp(dl.ReplayedAt)},
+			{"Reason:", dl.Reason},
+		}
+	} else {
+		dl, err := dls.Get(ctx, id)
+		if err != nil {
+			return notFound(err, id)
+		}
+		j = toDeadLetterJSON(dl)
+		j.Payload = rawJSON(dl.Payload)
+		if topic, msg, err := bus.UnwrapOutboxPayload(dl.Payload); err == nil {
+			ev := a.decode(topic, msg)
+			ev.Lane = dl.Lane
+			j.Event = &ev
+		}
+		fields = [][]string{
+			{"ID:", strconv.FormatInt(dl.ID, 10)},
+			{"Kind:", "relay (an outbox event the relay could not publish)"},
+			{"Lane:", strconv.Itoa(dl.Lane)},
+			{"Event ID:", dl.MessageUUID},
+			{"Event:", orDash(dl.EventName)},
+			{"Aggregate:", orDash(dl.AggregateID)},
+			{"Attempts:", strconv.Itoa(dl.Attempts)},
+			{"First failed at:", timestamp(dl.FirstFailedAt)},
+			{"Dead at:", timestamp(dl.DeadAt)},
+			{"Replayed at:", timestamp(dl.ReplayedAt)},
+			{"Error:", dl.Error},
+		}
 	}
 	if a.jsonOut {
 		return a.writeJSON(j)
-	}
-	fields := [][]string{
-		{"ID:", strconv.FormatInt(dl.ID, 10)},
-		{"Lane:", strconv.Itoa(dl.Lane)},
-		{"Event ID:", dl.MessageUUID},
-		{"Event:", orDash(dl.EventName)},
-		{"Aggregate:", orDash(dl.AggregateID)},
-		{"Attempts:", strconv.Itoa(dl.Attempts)},
-		{"First failed at:", timestamp(dl.FirstFailedAt)},
-		{"Dead at:", timestamp(dl.DeadAt)},
-		{"Replayed at:", timestamp(dl.ReplayedAt)},
-		{"Error:", dl.Error},
 	}
 	if err := a.keyValues(fields); err != nil {
 		return err
 	}
 	fmt.Fprintln(a.stdout, "Metadata:")
-	keys := make([]string, 0, len(dl.Metadata))
-	for k := range dl.Metadata {
+	keys := make([]string, 0, len(j.Metadata))
+	for k := range j.Metadata {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
 	for _, k := range keys {
-		fmt.Fprintf(a.stdout, "  %s: %s\n", k, dl.Metadata[k])
+		fmt.Fprintf(a.stdout, "  %s: %s\n", k, j.Metadata[k])
 	}
-	if j.Event != nil {
+	if j.Event != nil && (j.Event.Error == "" || kind == bus.DeadLetterKindRelay) {
+		line := a.formatEvent(*j.Event)
+		if kind == bus.DeadLetterKindConsumer {
+			// A consumer's message comes from a topic, not an outbox lane.
+			line = strings.Replace(line, fmt.Sprintf(" lane=%d ", j.Event.Lane), " topic="+j.Topic+" ", 1)
+		}
 		fmt.Fprintln(a.stdout, "Event (decoded from the payload):")
-		fmt.Fprintf(a.stdout, "  %s\n", a.formatEvent(*j.Event))
+		fmt.Fprintf(a.stdout, "  %s\n", line)
+	} else if j.Event != nil {
+		fmt.Fprintf(a.stdout, "Event: does not decode: %s\n", j.Event.Error)
 	}
 	fmt.Fprintln(a.stdout, "Payload (as stored):")
 	fmt.Fprintf(a.stdout, "  %s\n", j.Payload)
@@ -192,10 +338,23 @@ func (a *app) dlqFix(ctx context.Context, args []string) error {
 		return err
 	}
 	defer closeDB()
-	if err := dls.Fix(ctx, id, payload); err != nil {
+	kind, err := dlqKindOf(ctx, dls, id)
+	if err != nil {
+		return err
+	}
+	if kind == bus.DeadLetterKindConsumer {
+		err = dls.FixConsumer(ctx, id, payload)
+	} else {
+		err = dls.Fix(ctx, id, payload)
+	}
+	if err != nil {
 		return notFound(err, id)
 	}
 	return a.done(id, "fixed", fmt.Sprintf("Fixed dead letter %d; replay it with `eventbus dlq replay %d`.", id, id))
+}
+
+func (a *app) dlqReplayFlags(fs *flag.FlagSet) {
+	fs.StringVar(&a.relayOpts.brokerURL, "broker", "", "broker `URL` to publish a consumer dead letter to (default $"+broker.EnvBroker+")")
 }
 
 func (a *app) dlqReplay(ctx context.Context, args []string) error {
@@ -208,6 +367,13 @@ func (a *app) dlqReplay(ctx context.Context, args []string) error {
 		return err
 	}
 	defer closeDB()
+	kind, err := dlqKindOf(ctx, dls, id)
+	if err != nil {
+		return err
+	}
+	if kind == bus.DeadLetterKindConsumer {
+		return a.dlqReplayConsumer(ctx, dls, id)
+	}
 	if err := dls.Replay(ctx, id); err != nil {
 		if errors.Is(err, bus.ErrMalformedOutboxRow) {
 			return fmt.Errorf("%w (see `eventbus dlq fix`)", err)
@@ -221,6 +387,29 @@ func (a *app) dlqReplay(ctx context.Context, args []string) error {
 	return a.done(id, "replayed", fmt.Sprintf("Replayed dead letter %d: event %s is back in outbox lane %d.", id, dl.MessageUUID, dl.Lane))
 }
 
+// dlqReplayConsumer publishes a consumer dead letter to its topic again.
+func (a *app) dlqReplayConsumer(ctx context.Context, dls *bus.DeadLetters, id int64) error {
+	url := cmp.Or(a.relayOpts.brokerURL, a.getenv(broker.EnvBroker))
+	if url == "" {
+		return usagef("dlq replay: dead letter %d is a consumer's: it goes back to its broker topic; pass --broker or set %s", id, broker.EnvBroker)
+	}
+	logger := slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	b, err := broker.Open(ctx, url, broker.Options{Logger: logger})
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	if err := dls.ReplayConsumer(ctx, id, b.Publisher()); err != nil {
+		return notFound(err, id)
+	}
+	dl, err := dls.GetConsumer(ctx, id)
+	if err != nil {
+		return notFound(err, id)
+	}
+	return a.done(id, "replayed", fmt.Sprintf("Replayed dead letter %d: event %s is back on topic %s, for consumer group %s "+
+		"(other groups subscribed to the topic receive it again too; an OnTx handler's inbox skips it).", id, dl.MessageUUID, dl.Topic, dl.Group))
+}
+
 func (a *app) dlqDiscard(ctx context.Context, args []string) error {
 	id, err := dlqID("dlq discard", args[0])
 	if err != nil {
@@ -231,7 +420,16 @@ func (a *app) dlqDiscard(ctx context.Context, args []string) error {
 		return err
 	}
 	defer closeDB()
-	if err := dls.Discard(ctx, id); err != nil {
+	kind, err := dlqKindOf(ctx, dls, id)
+	if err != nil {
+		return err
+	}
+	if kind == bus.DeadLetterKindConsumer {
+		err = dls.DiscardConsumer(ctx, id)
+	} else {
+		err = dls.Discard(ctx, id)
+	}
+	if err != nil {
 		return notFound(err, id)
 	}
 	return a.done(id, "discarded", fmt.Sprintf("Discarded dead letter %d.", id))

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/edupulse/eventbus/bus"
+	"github.com/edupulse/eventbus/bus/broker"
 	"github.com/edupulse/eventbus/gen"
 )
 
@@ -44,10 +45,12 @@ Commands:
   migrate --print-sql [--after VERSION] [--lanes N] [--wakeup notify|poll]
                                 print the schema as plain SQL for another migration tool
   status [--group G]            outbox backlog per lane, dead letters, inbox
-  dlq list [--all] [--limit N]  list dead letters, oldest first
+  dlq list [--all] [--limit N] [--kind relay|consumer] [--group G]
+                                list dead letters of both kinds, oldest first
   dlq show ID                   show a dead letter with its payload
   dlq fix ID FILE               replace a dead letter's stored payload (FILE or - for stdin)
-  dlq replay ID                 send a dead letter back to its outbox lane
+  dlq replay ID [--broker URL]  send a dead letter back: a relay's to its outbox lane,
+                                a consumer's to its broker topic
   dlq discard ID                delete a dead letter for good
   dlq park LANE [--group G]     move the event a lane is stuck on to the dead letters
   groups list                   relay groups: registered, last seen, backlog
@@ -55,6 +58,11 @@ Commands:
   tail [-n N] [--from-start] [--follow]
                                 print outbox events, decoded by name
   relay [--broker URL]          relay the outbox to a broker until interrupted
+
+Dead letters are of two kinds. A relay dead letter is an outbox event the
+relay could never publish. A consumer dead letter is a message a consumer
+gave up on (its handlers kept failing, or it cannot decode it), stored by
+consumers that have a Pool. Ids are unique across both kinds.
 
 Global flags, accepted before or after the command:
   --database-url URL  PostgreSQL URL (default $DATABASE_URL)
@@ -93,14 +101,15 @@ type app struct {
 	wakeup        string        // migrate
 	printSQL      bool          // migrate
 	sqlAfter      int           // migrate --print-sql
-	group         string        // status, relay, dlq park
+	group         string        // status, relay, dlq park, dlq list
 	dlqAll        bool          // dlq list
 	dlqLimit      int           // dlq list
+	dlqKind       string        // dlq list
 	tailN         int           // tail
 	tailFromStart bool          // tail
 	tailFollow    bool          // tail
 	tailInterval  time.Duration // tail
-	relayOpts     relayOptions  // relay
+	relayOpts     relayOptions  // relay; its brokerURL for dlq replay too
 }
 
 // usageError is a mistake in the command line: exit status 2.
@@ -254,15 +263,15 @@ func (a *app) commands() map[string]command {
 			flags: a.migrateFlags, run: a.migrate},
 		{name: "status", help: "Shows, per outbox lane, the events the relay has not acknowledged (backlog),\nthe age of the oldest of them, the rows stored and the last relayed event;\nthen the dead letters not replayed and the inbox rows per consumer group.",
 			flags: a.statusFlags, run: a.status},
-		{name: "dlq list", help: "Lists dead letters: outbox events the relay could never publish.",
+		{name: "dlq list", help: "Lists dead letters of both kinds, oldest first; KIND says which:\n  relay     an outbox event the relay could never publish (FROM: its lane)\n  consumer  a message a consumer gave up on, its handlers failing or the\n            message undecodable (FROM: the consumer group); stored by\n            consumers that have a Pool (bus.ConsumerConfig.DeadLetterStore)\nIds are unique across both kinds.",
 			flags: a.dlqListFlags, run: a.dlqList},
-		{name: "dlq show", args: "ID", help: "Shows a dead letter: its error, metadata and payload (decoded when it can be).",
+		{name: "dlq show", args: "ID", help: "Shows a dead letter of either kind: its error, metadata and payload (decoded\nwhen it can be); for a consumer dead letter also its group and topic.",
 			run: a.dlqShow, nargs: [2]int{1, 1}},
-		{name: "dlq fix", args: "ID FILE", help: "Replaces a dead letter's stored payload with the contents of FILE (- reads\nstdin): a Watermill forwarder envelope, as 'dlq show --json' prints under \"payload\".\nReplay it afterwards.",
+		{name: "dlq fix", args: "ID FILE", help: "Replaces a dead letter's stored payload with the contents of FILE (- reads\nstdin), as 'dlq show --json' prints it under \"payload\": for a relay dead letter\na Watermill forwarder envelope, for a consumer dead letter the event's JSON.\nReplay it afterwards.",
 			run: a.dlqFix, nargs: [2]int{2, 2}},
-		{name: "dlq replay", args: "ID", help: "Sends a dead letter back to its outbox lane, under the same event id, and\nmarks it replayed. A payload that is still malformed is refused: fix it first.",
-			run: a.dlqReplay, nargs: [2]int{1, 1}},
-		{name: "dlq discard", args: "ID", help: "Deletes a dead letter for good.",
+		{name: "dlq replay", args: "ID", help: "Sends a dead letter back, under the same event id, and marks it replayed.\nA relay dead letter goes back to its outbox lane; a payload that is still\nmalformed is refused: fix it first. A consumer dead letter is published again\nto the broker topic it came from (--broker, default $" + broker.EnvBroker + "): every\nconsumer group of that topic receives it, and a group that had handled it\nskips it in its inbox (OnTx handlers). To hand it to its own group's handlers\nonly, call Consumer.ReplayDeadLetter in a process that runs that consumer.",
+			flags: a.dlqReplayFlags, run: a.dlqReplay, nargs: [2]int{1, 1}},
+		{name: "dlq discard", args: "ID", help: "Deletes a dead letter of either kind for good.",
 			run: a.dlqDiscard, nargs: [2]int{1, 1}},
 		{name: "dlq park", args: "LANE", help: "Moves aside the event a lane is stuck on: the next event of LANE the relay\ngroup has not acknowledged becomes a dead letter, and the group's relays go on\nwith the event after it. Waits for a batch the relay has in flight on the lane.\nOther relay groups still relay the event. Replay it later with 'dlq replay'.",
 			flags: a.dlqParkFlags, run: a.dlqPark, nargs: [2]int{1, 1}},

@@ -156,7 +156,7 @@ func TestStatus(t *testing.T) {
 
 	// Empty.
 	r := mustCLI(t, "status", "--database-url", url)
-	for _, want := range []string{"LANE  BACKLOG  OLDEST PENDING  STORED  LAST RELAYED", "all   0        -", "Dead letters:", "Inbox rows:"} {
+	for _, want := range []string{"LANE  BACKLOG  OLDEST PENDING  STORED  LAST RELAYED", "all   0        -", "Relay dead letters:", "Consumer dead letters:", "Inbox rows:"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("empty status lacks %q:\n%s", want, r.stdout)
 		}

@@ -14,7 +14,7 @@ func TestReadmeQuotesGoldenOutput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"status.txt", "dlq_list.txt"} {
+	for _, name := range []string{"status.txt", "dlq_list_kinds.txt"} {
 		sample, err := os.ReadFile(filepath.Join("testdata", name))
 		if err != nil {
 			t.Fatal(err)

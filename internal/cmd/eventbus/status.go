@@ -20,7 +20,10 @@ type statusJSON struct {
 	Backlog       int64            `json:"backlog"`
 	Lanes         []laneStatusJSON `json:"lanes"`
 	DeadLetters   int64            `json:"dead_letters"`
-	Inbox         inboxJSON        `json:"inbox"`
+	// ConsumerDeadLetters counts the consumers' dead letters stored in
+	// PostgreSQL (DeadLetters, the relay's).
+	ConsumerDeadLetters int64     `json:"consumer_dead_letters"`
+	Inbox               inboxJSON `json:"inbox"`
 }
 
 type laneStatusJSON struct {
@@ -53,7 +56,7 @@ func (a *app) status(ctx context.Context, _ []string) error {
 		return a.schemaError(err)
 	}
 	if a.jsonOut {
-		out := statusJSON{ConsumerGroup: st.ConsumerGroup, Backlog: st.Backlog(), DeadLetters: st.DeadLetters,
+		out := statusJSON{ConsumerGroup: st.ConsumerGroup, Backlog: st.Backlog(), DeadLetters: st.DeadLetters, ConsumerDeadLetters: st.ConsumerDeadLetters,
 			Lanes: []laneStatusJSON{}, Inbox: inboxJSON{Rows: st.InboxRows(), Groups: []inboxGroupJSON{}}}
 		for _, l := range st.Lanes {
 			j := laneStatusJSON{Lane: l.Lane, Backlog: l.Backlog, OldestPendingAgeSeconds: l.OldestPending.Seconds(),
@@ -100,7 +103,8 @@ func (a *app) status(ctx context.Context, _ []string) error {
 	fmt.Fprintln(a.stdout)
 	summary := [][]string{
 		{"Relay consumer group:", st.ConsumerGroup},
-		{"Dead letters:", deadLetterSummary(st.DeadLetters)},
+		{"Relay dead letters:", deadLetterSummary(st.DeadLetters)},
+		{"Consumer dead letters:", deadLetterSummary(st.ConsumerDeadLetters)},
 		{"Inbox rows:", strconv.FormatInt(st.InboxRows(), 10)},
 	}
 	for _, g := range st.Inbox {
