@@ -131,17 +131,21 @@ func TestConsumerInboxChainsAndCleans(t *testing.T) {
 	ctx := context.Background()
 	pool, ob := newOutboxDB(t, 1)
 	gc := newGoChannel(t)
+	// The default retention while the duplicates arrive: a short one could
+	// clean the inbox row between two deliveries on a loaded machine.
 	c, err := bus.NewConsumer(bus.ConsumerConfig{Registry: gen.Registry(), Subscriber: gc, Group: "badges",
-		DeadLetter: gc, Pool: pool, Outbox: ob, Logger: testLogger(),
-		InboxRetention: 300 * time.Millisecond, InboxCleanInterval: 50 * time.Millisecond})
+		DeadLetter: gc, Pool: pool, Outbox: ob, Logger: testLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var applied atomic.Int64
-	bus.OnTx(c, func(ctx context.Context, tx pgx.Tx, e gen.PulseAnswered) ([]bus.Event, error) {
+	handler := func(ctx context.Context, tx pgx.Tx, e gen.PulseAnswered) ([]bus.Event, error) {
 		applied.Add(1)
 		return []bus.Event{gen.NewBadgeAwarded(uuid.New(), e.StudentID, "answered", time.Now().UTC())}, nil
-	})
+	}
+	if err := bus.OnTx(c, handler); err != nil {
+		t.Fatal(err)
+	}
 	startConsumer(t, c)
 
 	ev := pulseAnswered(uuid.New())
@@ -166,7 +170,17 @@ func TestConsumerInboxChainsAndCleans(t *testing.T) {
 	if chained != 1 {
 		t.Fatalf("chained BadgeAwarded rows = %d, want 1", chained)
 	}
-	// The cleaner removes the inbox row after the retention.
+	// A consumer of the group with a short retention cleans the row.
+	cleaner, err := bus.NewConsumer(bus.ConsumerConfig{Registry: gen.Registry(), Subscriber: newGoChannel(t), Group: "badges",
+		DeadLetter: gc, Pool: pool, Outbox: ob, Logger: testLogger(),
+		InboxRetention: 300 * time.Millisecond, InboxCleanInterval: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bus.OnTx(cleaner, handler); err != nil {
+		t.Fatal(err)
+	}
+	startConsumer(t, cleaner)
 	waitFor(t, "inbox cleaned", func() bool {
 		var n int
 		_ = pool.QueryRow(ctx, "SELECT count(*) FROM eventbus_inbox").Scan(&n)
