@@ -199,12 +199,15 @@ func (c ConsumerConfig) validateRouting() error {
 
 // setRoutingDefaults resolves the consumer's routing and, unless Topics
 // narrows it, subscribes to every topic of the registry's event types.
-// The configuration has been validated.
+// Topics are sorted and listed once (a topic subscribed twice would be a
+// second handler of the same name). The configuration has been validated.
 func (c *ConsumerConfig) setRoutingDefaults() {
 	c.Routing = c.consumerRouting()
 	if len(c.Topics) == 0 && c.Registry != nil {
 		c.Topics, _ = c.Routing.Topics(c.Registry)
+		return
 	}
+	c.Topics = slices.Compact(slices.Sorted(slices.Values(c.Topics)))
 }
 
 // Topics returns the topics the consumer subscribes to.

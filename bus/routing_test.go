@@ -209,6 +209,19 @@ func TestRoutingDisagreementRefused(t *testing.T) {
 		}
 	})
 
+	t.Run("TopicsListedOnce", func(t *testing.T) {
+		cfg := base
+		answered, created := gen.PulseAnswered{}.EventName(), gen.PulseCreated{}.EventName()
+		cfg.Topics = []string{answered, created, answered}
+		c, err := bus.NewConsumer(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := c.Topics(), []string{answered, created}; !slices.Equal(got, want) {
+			t.Fatalf("consumer topics %q, want %q", got, want)
+		}
+	})
+
 	// Topics narrowed so that a typed handler's events never arrive: Run
 	// refuses to start.
 	t.Run("HandlerTopicLeftOut", func(t *testing.T) {
