@@ -44,6 +44,108 @@ func (q *Queries) InboxByGroup(ctx context.Context, db DBTX) ([]InboxByGroupRow,
 	return items, nil
 }
 
+const inboxGroups = `-- name: InboxGroups :many
+WITH RECURSIVE g (consumer_group) AS (
+    (SELECT i.consumer_group FROM eventbus_inbox i ORDER BY i.consumer_group LIMIT 1)
+    UNION ALL
+    SELECT (SELECT i.consumer_group FROM eventbus_inbox i
+            WHERE i.consumer_group > g.consumer_group ORDER BY i.consumer_group LIMIT 1)
+    FROM g WHERE g.consumer_group IS NOT NULL
+)
+SELECT g.consumer_group::text AS consumer_group FROM g WHERE g.consumer_group IS NOT NULL
+`
+
+// The consumer groups with inbox rows, in order, one index descent per
+// group (a loose index scan of the primary key) rather than a scan of the
+// rows.
+func (q *Queries) InboxGroups(ctx context.Context, db DBTX) ([]string, error) {
+	rows, err := db.Query(ctx, inboxGroups)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []string
+	for rows.Next() {
+		var consumer_group string
+		if err := rows.Scan(&consumer_group); err != nil {
+			return nil, err
+		}
+		items = append(items, consumer_group)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const inboxSize = `-- name: InboxSize :one
+SELECT pg_relation_size('eventbus_inbox')::bigint AS size_bytes
+`
+
+// The size of the inbox table in bytes (its main fork).
+func (q *Queries) InboxSize(ctx context.Context, db DBTX) (int64, error) {
+	row := db.QueryRow(ctx, inboxSize)
+	var size_bytes int64
+	err := row.Scan(&size_bytes)
+	return size_bytes, err
+}
+
+const lanePositions = `-- name: LanePositions :many
+SELECT
+    l.lane::integer AS lane,
+    (f.consumer_group IS NOT NULL)::boolean AS has_offsets,
+    coalesce(f.last_processed_transaction_id::text::bigint, 0)::bigint AS transaction_id,
+    coalesce(f.offset_acked, 9223372036854775807)::bigint AS offset_acked,
+    coalesce(pg_relation_size(to_regclass(format('watermill_eventbus_lane_%s', l.lane))), 0)::bigint AS size_bytes
+FROM generate_series(0, $1::integer - 1) AS l (lane)
+LEFT JOIN eventbus_offsets f ON f.consumer_group = $2::text || '/' || l.lane::text
+ORDER BY l.lane
+`
+
+type LanePositionsParams struct {
+	Lanes         int32
+	ConsumerGroup string
+}
+
+type LanePositionsRow struct {
+	Lane          int32
+	HasOffsets    bool
+	TransactionID int64
+	OffsetAcked   int64
+	SizeBytes     int64
+}
+
+// Per lane 0..lanes-1: where a relay consumer group stands (has_offsets is
+// false when it never acknowledged a row of the lane) and the size of the
+// lane table in bytes (its main fork). A NULL offset_acked reads as the largest offset, so
+// that (transaction_id, offset_acked) compares like the NULL did in
+// LaneStatus: rows of that transaction count as acknowledged.
+func (q *Queries) LanePositions(ctx context.Context, db DBTX, arg LanePositionsParams) ([]LanePositionsRow, error) {
+	rows, err := db.Query(ctx, lanePositions, arg.Lanes, arg.ConsumerGroup)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []LanePositionsRow
+	for rows.Next() {
+		var i LanePositionsRow
+		if err := rows.Scan(
+			&i.Lane,
+			&i.HasOffsets,
+			&i.TransactionID,
+			&i.OffsetAcked,
+			&i.SizeBytes,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const laneRelayProgress = `-- name: LaneRelayProgress :many
 SELECT
     substr(f.consumer_group, length($1::text) + 2)::integer AS lane,
