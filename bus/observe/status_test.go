@@ -36,7 +36,9 @@ func setPosition(t *testing.T, pool *pgxpool.Pool, group string, lane, i int, nu
 	}
 	var off *int64
 	var tx string
-	if err := pool.QueryRow(ctx, fmt.Sprintf(`SELECT "offset", transaction_id::text FROM %s ORDER BY transaction_id, "offset" OFFSET $1 LIMIT 1`,
+	// The text column is named tx: named transaction_id, ORDER BY would
+	// sort the text.
+	if err := pool.QueryRow(ctx, fmt.Sprintf(`SELECT "offset", transaction_id::text AS tx FROM %s ORDER BY transaction_id, "offset" OFFSET $1 LIMIT 1`,
 		pgx.Identifier{laneTable(lane)}.Sanitize()), i).Scan(&off, &tx); err != nil {
 		t.Fatalf("row %d of lane %d: %v", i, lane, err)
 	}
