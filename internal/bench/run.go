@@ -72,6 +72,8 @@ func Run(ctx context.Context, cfg Config, logw io.Writer) (*Results, error) {
 	section(sectionRelay, func() (err error) { res.Relay, res.Processes, err = e.runRelay(ctx); return err })
 	section(sectionLatency, func() (err error) { res.Latency, err = e.runLatency(ctx); return err })
 	section(sectionMemory, func() (err error) { res.Memory, err = e.runMemory(ctx); return err })
+	section(sectionNetwork, func() (err error) { res.Network, res.NetSkipped, err = e.runNetwork(ctx); return err })
+	section(sectionStatus, func() (err error) { res.Status, err = e.runStatus(ctx); return err })
 	res.Meta.Duration = time.Since(started)
 	res.Meta.LoadBefore, res.Meta.LoadAfter = loadBefore, loadAvg()
 	res.evaluateTargets()
