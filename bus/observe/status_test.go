@@ -300,3 +300,37 @@ func TestReadStatusEstimatesALargeInbox(t *testing.T) {
 		}
 	}
 }
+
+// TestReadStatusInACallersTransaction: ReadStatus works in the caller's
+// transaction (in a savepoint) and leaves it as it was, settings included.
+func TestReadStatusInACallersTransaction(t *testing.T) {
+	ctx := context.Background()
+	pool, ob := newOutboxDB(t, statusLanes)
+	publish(t, ctx, pool, ob, pulseCreated("a"), pulseCreated("b"))
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	settings := func() string {
+		var s string
+		if err := tx.QueryRow(ctx, `SELECT current_setting('jit') || ' ' || current_setting('max_parallel_workers_per_gather')`).Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	before := settings()
+	st, err := observe.ReadStatus(ctx, tx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Backlog() != 2 {
+		t.Errorf("backlog %d, want 2", st.Backlog())
+	}
+	if after := settings(); after != before {
+		t.Errorf("settings in the caller's transaction: %q after ReadStatus, %q before", after, before)
+	}
+	if _, err := tx.Exec(ctx, "SELECT 1"); err != nil {
+		t.Errorf("the caller's transaction after ReadStatus: %v", err)
+	}
+}
