@@ -2,8 +2,10 @@
 // producer cost (bus.Outbox.Publish vs a raw INSERT of the same row), relay
 // throughput (bus.Relay with 1, 2, 4 and 8 lanes vs stock Watermill: the
 // watermill-sql v3 subscriber and components/forwarder), commit-to-consumer
-// latency (LISTEN/NOTIFY vs polling) and the peak RSS of a relay draining a
-// large backlog.
+// latency (LISTEN/NOTIFY vs polling), the peak RSS of a relay draining a
+// large backlog, relay throughput to out-of-process brokers through a TCP
+// proxy that adds a network's one-way delay (network), and the cost of
+// observe.ReadStatus on a large outbox (status).
 //
 // Everything runs in one process against one PostgreSQL cluster (an
 // ephemeral one from internal/pgserver unless DATABASE_URL is set), baseline

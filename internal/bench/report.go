@@ -250,15 +250,16 @@ func (r *Results) Markdown() string {
 	}
 
 	if len(r.Status) > 0 {
-		w("\n## 6. Status\n\nA %d-lane outbox filled through `bus.Outbox` (100 events per transaction, 4 producers), then `ANALYZE` (what autovacuum does within a minute of such a fill); a relay group's position set in every lane so that the last *backlog* rows are not acknowledged. Milliseconds per call: `observe.ReadStatus`, a Prometheus scrape of `observe.RegisterStatus` (registry Gather), and the statements of main's ReadStatus before issue 13 (counting every stored row); per round the median of %d calls (%d for before), then median and spread over the rounds. PostgreSQL CPU per ReadStatus call. The backlog must come out exact (checked); stored rows above 1 MiB per lane table are the planner's estimate (~).\n\n", statusLanes, statusCalls, statusOldCalls)
-		w("| stored rows | backlog | **ReadStatus ms** | scrape ms | before (every row counted) ms | PostgreSQL CPU ms/call | backlog read | stored shown |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		w("\n## 6. Status\n\nA %d-lane outbox filled through `bus.Outbox` (100 events per transaction, 4 producers), then `VACUUM ANALYZE` (the steady state autovacuum keeps; run here, it does not run during the measurement); a relay group's position set in every lane so that the last *backlog* rows are not acknowledged. Milliseconds per call: `observe.ReadStatus`, a Prometheus scrape of `observe.RegisterStatus` (registry Gather), and the statements of main's ReadStatus before issue 13 (counting every stored row); per round the median of %d calls (%d for before), then median and spread over the rounds. PostgreSQL CPU per call (ReadStatus / before), and the rows of the lane tables one call reads (sequentially or through an index, from pg_stat_xact_user_tables in its transaction): the work, whatever the machine's load. The backlog must come out exact (checked); stored rows above 1 MiB per lane table are the planner's estimate (~).\n\n", statusLanes, statusCalls, statusOldCalls)
+		w("| stored rows | backlog | **ReadStatus ms** | scrape ms | before (every row counted) ms | PostgreSQL CPU ms/call: ReadStatus / before | lane rows read per call: ReadStatus / before | backlog read | stored shown |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, s := range r.Status {
 			stored := fmtCount(float64(s.GotStored))
 			if s.StoredEstimated {
 				stored = "~" + stored
 			}
-			w("| %s | %s | %s | %s | %s | %.1f | %s | %s |\n", fmtCount(float64(s.Stored)), fmtCount(float64(s.Backlog)),
-				fmtSummary(s.ReadStatus, "%.1f"), fmtSummary(s.Scrape, "%.1f"), fmtSummary(s.Before, "%.0f"), s.PGCPU, fmtCount(float64(s.GotBacklog)), stored)
+			w("| %s | %s | %s | %s | %s | %.1f / %.1f | %s / %s | %s | %s |\n", fmtCount(float64(s.Stored)), fmtCount(float64(s.Backlog)),
+				fmtSummary(s.ReadStatus, "%.1f"), fmtSummary(s.Scrape, "%.1f"), fmtSummary(s.Before, "%.0f"), s.PGCPU, s.BeforePGCPU,
+				fmtCount(float64(s.RowsRead)), fmtCount(float64(s.BeforeRowsRead)), fmtCount(float64(s.GotBacklog)), stored)
 		}
 	}
 	return b.String()

@@ -32,9 +32,13 @@ type StatusRow struct {
 	// when StoredEstimated.
 	GotBacklog, GotStored int64
 	StoredEstimated       bool
-	// PGCPU is PostgreSQL's CPU milliseconds per ReadStatus call (median
-	// over the rounds).
-	PGCPU float64
+	// PGCPU and BeforePGCPU are PostgreSQL's CPU milliseconds per call of
+	// ReadStatus and of the statements before (medians over the rounds).
+	PGCPU, BeforePGCPU float64
+	// RowsRead and BeforeRowsRead are the rows of the lane tables one call
+	// read, sequentially or through an index (pg_stat_xact_user_tables):
+	// the work, whatever the machine's load.
+	RowsRead, BeforeRowsRead int64
 }
 
 // Status section sizes.
@@ -57,21 +61,24 @@ func (e *env) runStatus(ctx context.Context) ([]StatusRow, error) {
 		return nil, err
 	}
 	defer d.pool.Close()
-	// What autovacuum does within a minute of such a fill: the planner's
-	// statistics, which the stored-row estimates come from.
+	// The steady state of an outbox that big: autovacuum has analyzed it
+	// (the planner's statistics, which the stored-row estimates come from)
+	// and vacuumed it (its insert threshold). Done here, it does not run
+	// during the measurement, taking PostgreSQL CPU and the machine.
 	begin := time.Now()
-	if _, err := d.pool.Exec(ctx, "ANALYZE"); err != nil {
-		return nil, fmt.Errorf("analyze: %w", err)
+	if _, err := d.pool.Exec(ctx, "VACUUM ANALYZE"); err != nil {
+		return nil, fmt.Errorf("vacuum analyze: %w", err)
 	}
-	e.log.logf("status: ANALYZE took %s", time.Since(begin).Round(time.Millisecond))
+	e.log.logf("status: VACUUM ANALYZE took %s", time.Since(begin).Round(time.Millisecond))
 	reg := prometheus.NewRegistry()
 	if err := observe.RegisterStatus(reg, d.pool, observe.StatusOptions{ConsumerGroup: statusGroup}); err != nil {
 		return nil, err
 	}
 
 	type cell struct {
-		newMS, oldMS, scrapeMS, pgMS []float64
-		got                          observe.Status
+		newMS, oldMS, scrapeMS, pgMS, oldPGMS []float64
+		got                                   observe.Status
+		rowsRead, oldRowsRead                 int64
 	}
 	cells := make([]cell, len(e.cfg.StatusBacklogs))
 	for round := range e.cfg.Rounds {
@@ -80,7 +87,16 @@ func (e *env) runStatus(ctx context.Context) ([]StatusRow, error) {
 				return nil, fmt.Errorf("set a backlog of %d: %w", backlog, err)
 			}
 			c := &cells[i]
-			var newMS, oldMS, scrapeMS, pgMS []float64
+			if c.rowsRead, err = laneRowsRead(ctx, d.pool, func(q dbtx) error {
+				_, err := observe.ReadStatus(ctx, q, statusGroup)
+				return err
+			}); err != nil {
+				return nil, err
+			}
+			if c.oldRowsRead, err = laneRowsRead(ctx, d.pool, func(q dbtx) error { return readStatusBefore(ctx, q, statusGroup) }); err != nil {
+				return nil, err
+			}
+			var newMS, oldMS, scrapeMS, pgMS, oldPGMS []float64
 			timeNew := func() error {
 				before := takeCPU()
 				for range statusCalls {
@@ -105,6 +121,7 @@ func (e *env) runStatus(ctx context.Context) ([]StatusRow, error) {
 				return nil
 			}
 			timeOld := func() error {
+				before := takeCPU()
 				for range statusOldCalls {
 					begin := time.Now()
 					if err := readStatusBefore(ctx, d.pool, statusGroup); err != nil {
@@ -112,13 +129,13 @@ func (e *env) runStatus(ctx context.Context) ([]StatusRow, error) {
 					}
 					oldMS = append(oldMS, ms(time.Since(begin)))
 				}
+				oldPGMS = append(oldPGMS, ms(takeCPU().sub(before).pg)/statusOldCalls)
 				return nil
 			}
 			steps := []func() error{timeNew, timeOld}
 			if round%2 == 1 {
 				steps[0], steps[1] = steps[1], steps[0]
 			}
-			var err error
 			pprof.Do(ctx, pprof.Labels("section", sectionStatus, "backlog", fmt.Sprint(backlog)), func(context.Context) {
 				for _, step := range steps {
 					if err = step(); err != nil {
@@ -129,10 +146,10 @@ func (e *env) runStatus(ctx context.Context) ([]StatusRow, error) {
 			if err != nil {
 				return nil, fmt.Errorf("round %d, backlog %d: %w", round+1, backlog, err)
 			}
-			nm, om, sm, pm := summarize(newMS).Median, summarize(oldMS).Median, summarize(scrapeMS).Median, summarize(pgMS).Median
-			c.newMS, c.oldMS, c.scrapeMS, c.pgMS = append(c.newMS, nm), append(c.oldMS, om), append(c.scrapeMS, sm), append(c.pgMS, pm)
-			e.log.logf("status round %d, %d stored, backlog %d: ReadStatus %.1f ms (PostgreSQL CPU %.1f ms), scrape %.1f ms, before %.1f ms; backlog read %d",
-				round+1, n, backlog, nm, pm, sm, om, c.got.Backlog())
+			nm, om, sm, pm, opm := summarize(newMS).Median, summarize(oldMS).Median, summarize(scrapeMS).Median, summarize(pgMS).Median, summarize(oldPGMS).Median
+			c.newMS, c.oldMS, c.scrapeMS, c.pgMS, c.oldPGMS = append(c.newMS, nm), append(c.oldMS, om), append(c.scrapeMS, sm), append(c.pgMS, pm), append(c.oldPGMS, opm)
+			e.log.logf("status round %d, %d stored, backlog %d: ReadStatus %.1f ms (PostgreSQL CPU %.1f ms, %d rows read), scrape %.1f ms, before %.1f ms (PostgreSQL CPU %.1f ms, %d rows read); backlog read %d",
+				round+1, n, backlog, nm, pm, c.rowsRead, sm, om, opm, c.oldRowsRead, c.got.Backlog())
 			if got := c.got.Backlog(); got != int64(backlog) {
 				return nil, fmt.Errorf("round %d: ReadStatus reports a backlog of %d, want %d exactly (%s)", round+1, got, backlog, statusDiagnosis(ctx, d.pool, c.got))
 			}
@@ -148,31 +165,64 @@ func (e *env) runStatus(ctx context.Context) ([]StatusRow, error) {
 		}
 		rows[i] = StatusRow{Stored: n, Backlog: e.cfg.StatusBacklogs[i],
 			ReadStatus: summarize(c.newMS), Before: summarize(c.oldMS), Scrape: summarize(c.scrapeMS),
-			GotBacklog: c.got.Backlog(), GotStored: stored, StoredEstimated: estimated, PGCPU: summarize(c.pgMS).Median}
+			GotBacklog: c.got.Backlog(), GotStored: stored, StoredEstimated: estimated,
+			PGCPU: summarize(c.pgMS).Median, BeforePGCPU: summarize(c.oldPGMS).Median, RowsRead: c.rowsRead, BeforeRowsRead: c.oldRowsRead}
 	}
 	return rows, nil
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
+// dbtx runs queries: a pool or a transaction.
+type dbtx interface {
+	db.DBTX
+	observe.DB
+}
+
 // readStatusBefore runs the statements of main's ReadStatus before issue
 // 13 (commit bd23225), which counted every stored row: the baseline.
-func readStatusBefore(ctx context.Context, pool *pgxpool.Pool, group string) error {
+func readStatusBefore(ctx context.Context, conn dbtx, group string) error {
 	q := db.New()
-	if _, err := schema.Lanes(ctx, pool); err != nil {
+	if _, err := schema.Lanes(ctx, conn); err != nil {
 		return err
 	}
-	if _, err := q.LaneStatus(ctx, pool, group); err != nil {
+	if _, err := q.LaneStatus(ctx, conn, group); err != nil {
 		return err
 	}
-	if _, err := q.LaneRelayProgress(ctx, pool, group); err != nil {
+	if _, err := q.LaneRelayProgress(ctx, conn, group); err != nil {
 		return err
 	}
-	if _, err := q.CountDeadLetters(ctx, pool); err != nil {
+	if _, err := q.CountDeadLetters(ctx, conn); err != nil {
 		return err
 	}
-	_, err := q.InboxByGroup(ctx, pool)
+	_, err := q.InboxByGroup(ctx, conn)
 	return err
+}
+
+// laneRowsRead runs fn in a transaction and returns the rows of the lane
+// tables it read, sequentially or through an index, from the
+// transaction's own table statistics (pg_stat_xact_user_tables).
+func laneRowsRead(ctx context.Context, pool *pgxpool.Pool, fn func(dbtx) error) (int64, error) {
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback(ctx)
+	read := func() (int64, error) {
+		var n int64
+		err := tx.QueryRow(ctx, `SELECT coalesce(sum(seq_tup_read + coalesce(idx_tup_fetch, 0)), 0)::bigint
+			FROM pg_stat_xact_user_tables WHERE starts_with(relname, $1)`, "watermill_"+schema.LaneTopicPrefix).Scan(&n)
+		return n, err
+	}
+	before, err := read()
+	if err != nil {
+		return 0, err
+	}
+	if err := fn(tx); err != nil {
+		return 0, err
+	}
+	after, err := read()
+	return after - before, err
 }
 
 // setBacklog sets group's position in every lane so that exactly backlog
