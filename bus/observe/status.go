@@ -119,82 +119,186 @@ const ExactCountMaxBytes = 1 << 20
 // ExactCountMaxBytes are estimated (LaneStatus.StoredEstimated,
 // InboxStatus.Estimated). Backlog, oldest pending age, relay progress and
 // dead letters are exact.
+//
+// When conn can begin a transaction (a pool, a connection, or a
+// transaction, in which it is a savepoint), the queries run in one that
+// is rolled back at the end, with parallel query and JIT compilation off:
+// starting parallel workers or compiling a plan costs more than counting a
+// backlog of thousands of rows, and much more on a busy machine. It takes
+// five round trips to the database from a pool or a connection, more only
+// for an inbox above ExactCountMaxBytes (one per consumer group).
 func ReadStatus(ctx context.Context, conn DB, group string) (Status, error) {
-	group = cmp.Or(group, bus.ConsumerGroupDefault)
-	n, err := schema.Lanes(ctx, conn)
-	if err != nil {
-		return Status{}, fmt.Errorf("observe: read status: %w", err)
+	return readStatusTx(ctx, conn, group, nil)
+}
+
+// txBeginner is a DB that begins transactions: *pgxpool.Pool, *pgx.Conn
+// and pgx.Tx (a savepoint).
+type txBeginner interface {
+	Begin(ctx context.Context) (pgx.Tx, error)
+}
+
+// txOptionsBeginner is a DB that begins transactions with options:
+// *pgxpool.Pool and *pgx.Conn.
+type txOptionsBeginner interface {
+	BeginTx(ctx context.Context, opts pgx.TxOptions) (pgx.Tx, error)
+}
+
+// statusSettings are the settings of ReadStatus's transaction: no parallel
+// workers and no JIT compilation.
+const statusSettings = "SELECT set_config('max_parallel_workers_per_gather', '0', true), set_config('jit', 'off', true)"
+
+// readStatusTx is ReadStatus; inTx, if set, runs in its transaction after
+// the settings (for tests).
+func readStatusTx(ctx context.Context, conn DB, group string, inTx func(DB) error) (Status, error) {
+	var tx pgx.Tx
+	var err error
+	switch b := conn.(type) {
+	case txOptionsBeginner: // a pool or a connection: BEGIN and the settings in one round trip
+		tx, err = b.BeginTx(ctx, pgx.TxOptions{BeginQuery: "BEGIN; " + statusSettings})
+	case txBeginner: // a transaction: a savepoint, then the settings
+		if tx, err = b.Begin(ctx); err == nil {
+			if _, err = tx.Exec(ctx, statusSettings); err != nil {
+				_ = tx.Rollback(context.WithoutCancel(ctx))
+			}
+		}
 	}
-	q := db.New()
-	st := Status{ConsumerGroup: group, Lanes: make([]LaneStatus, n)}
+	if err != nil {
+		return Status{}, fmt.Errorf("observe: read status: begin: %w", err)
+	}
+	if tx != nil {
+		// Read only: nothing to keep, and the settings end with it.
+		defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+		conn = tx
+	}
+	if inTx != nil {
+		if err := inTx(conn); err != nil {
+			return Status{}, err
+		}
+	}
+	return readStatus(ctx, conn, cmp.Or(group, bus.ConsumerGroupDefault))
+}
+
+// laneOverview returns, per lane 0..n-1 (n from eventbus_settings; no row
+// when it holds none), where a relay consumer group stands (has_offsets is
+// false when it never acknowledged a row of the lane), the lane table's
+// size and the statistics the planner estimates its rows from; and,
+// repeated on every row, the relay's and the consumers' dead letters not
+// replayed and the size of the
+// inbox: one round trip for what ReadStatus needs before it counts the
+// backlogs. A NULL offset_acked reads as the largest offset in
+// position_offset, so that (transaction_id, position_offset) compares like
+// the NULL did when every row was counted: rows of that transaction count
+// as acknowledged. (Raw SQL: sqlc does not know pg_class.)
+const laneOverview = `SELECT
+    l.lane::integer,
+    f.consumer_group IS NOT NULL,
+    coalesce(f.last_processed_transaction_id::text::bigint, 0)::bigint,
+    coalesce(f.offset_acked, 9223372036854775807)::bigint,
+    coalesce(f.offset_acked, 0)::bigint,
+    coalesce(pg_relation_size(c.oid), 0)::bigint,
+    (coalesce(pg_relation_size(c.oid), 0) / current_setting('block_size')::bigint)::bigint,
+    coalesce(c.reltuples, -1)::float8,
+    coalesce(c.relpages, 0)::bigint,
+    (SELECT count(*) FROM eventbus_dead_letters d WHERE d.replayed_at IS NULL)::bigint,
+    (SELECT count(*) FROM eventbus_consumer_dead_letters d WHERE d.replayed_at IS NULL)::bigint,
+    pg_relation_size('eventbus_inbox')::bigint
+FROM generate_series(0, (SELECT s.lanes FROM eventbus_settings s) - 1) AS l (lane)
+LEFT JOIN pg_class c ON c.oid = to_regclass(format('watermill_eventbus_lane_%s', l.lane))
+LEFT JOIN eventbus_offsets f ON f.consumer_group = $1::text || '/' || l.lane::text
+ORDER BY l.lane`
+
+// lanePosition is a row of laneOverview.
+type lanePosition struct {
+	lane                          int32
+	hasOffsets                    bool
+	transactionID, positionOffset int64
+	offsetAcked                   int64
+	sizeBytes, pages              int64
+	reltuples                     float64
+	relpages                      int64
+}
+
+func readStatus(ctx context.Context, conn DB, group string) (Status, error) {
+	st := Status{ConsumerGroup: group}
+	var positions []lanePosition
+	var inboxSize int64
+	rows, err := conn.Query(ctx, laneOverview, pgx.QueryExecModeExec, group)
+	if err != nil {
+		return Status{}, statusError(err)
+	}
+	for rows.Next() {
+		var p lanePosition
+		if err := rows.Scan(&p.lane, &p.hasOffsets, &p.transactionID, &p.positionOffset, &p.offsetAcked,
+			&p.sizeBytes, &p.pages, &p.reltuples, &p.relpages, &st.DeadLetters, &st.ConsumerDeadLetters, &inboxSize); err != nil {
+			rows.Close()
+			return Status{}, statusError(err)
+		}
+		positions = append(positions, p)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return Status{}, statusError(err)
+	}
+	if len(positions) == 0 {
+		return Status{}, fmt.Errorf("observe: read status: %w", schema.ErrNotMigrated)
+	}
+	st.Lanes = make([]LaneStatus, len(positions))
 	for i := range st.Lanes {
 		st.Lanes[i] = LaneStatus{Lane: i, LastRelayedAge: -1}
-	}
-	positions, err := q.LanePositions(ctx, conn, db.LanePositionsParams{Lanes: int32(n), ConsumerGroup: group})
-	if err != nil {
-		return Status{}, fmt.Errorf("observe: read lane positions: %w", err)
 	}
 	if err := readBacklogs(ctx, conn, positions, st.Lanes); err != nil {
 		return Status{}, fmt.Errorf("observe: read lane backlogs: %w", err)
 	}
-	progress, err := q.LaneRelayProgress(ctx, conn, group)
-	if err != nil {
-		return Status{}, fmt.Errorf("observe: read relay progress: %w", err)
-	}
-	for _, r := range progress {
-		if int(r.Lane) < 0 || int(r.Lane) >= n {
-			continue
-		}
-		l := &st.Lanes[r.Lane]
-		l.RelayedOffset = r.OffsetAcked
-		if r.LastRelayedAgeSeconds >= 0 {
-			l.LastRelayedAge = seconds(r.LastRelayedAgeSeconds)
-		}
-	}
-	if st.DeadLetters, err = q.CountDeadLetters(ctx, conn); err != nil {
-		return Status{}, fmt.Errorf("observe: count dead letters: %w", err)
-	}
-	if st.ConsumerDeadLetters, err = q.CountConsumerDeadLetters(ctx, conn); err != nil {
-		return Status{}, fmt.Errorf("observe: count consumer dead letters: %w", err)
-	}
-	if st.Inbox, err = readInbox(ctx, conn); err != nil {
+	if st.Inbox, err = readInbox(ctx, conn, inboxSize); err != nil {
 		return Status{}, fmt.Errorf("observe: count inbox rows: %w", err)
 	}
 	return st, nil
 }
 
-// readBacklogs fills the backlog, oldest pending age and stored rows of
-// lanes, in one statement: per lane, an aggregate over the rows above the
-// group's position, which PostgreSQL reads as a range of the lane table's
-// primary key (transaction_id, "offset"), and, for a lane table of at
+// statusError wraps an error of laneOverview, as schema.ErrNotMigrated when
+// the eventbus tables are missing.
+func statusError(err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "42P01" { // undefined_table
+		return fmt.Errorf("observe: read status: %w", schema.ErrNotMigrated)
+	}
+	return fmt.Errorf("observe: read lane positions: %w", err)
+}
+
+// readBacklogs fills the backlog, oldest pending age, stored rows and
+// relay progress of lanes, in one statement: per lane, an aggregate over
+// the rows above the group's position, which PostgreSQL reads as a range
+// of the lane table's primary key (transaction_id, "offset"); the age of
+// the row last acknowledged (one index probe); and, for a lane table of at
 // most ExactCountMaxBytes, the count of its rows. The positions are bound
 // as parameters of an unnamed statement, so the planner sees their values
 // (a generic plan, guessing a third of the rows, would scan the table).
 // The rows of larger lane tables are then estimated (estimateLaneRows).
-func readBacklogs(ctx context.Context, conn DB, positions []db.LanePositionsRow, lanes []LaneStatus) error {
-	if len(positions) == 0 {
-		return nil
-	}
+func readBacklogs(ctx context.Context, conn DB, positions []lanePosition, lanes []LaneStatus) error {
 	var sql strings.Builder
 	args := []any{pgx.QueryExecModeExec}
-	var estimate bool
+	param := func(v any) string {
+		args = append(args, v)
+		return "$" + strconv.Itoa(len(args)-1)
+	}
 	for i, p := range positions {
 		if i > 0 {
 			sql.WriteString("\nUNION ALL\n")
 		}
-		table := pgx.Identifier{laneTable(int(p.Lane))}.Sanitize()
+		table := pgx.Identifier{laneTable(int(p.lane))}.Sanitize()
 		stored := "-1"
-		if p.SizeBytes <= ExactCountMaxBytes {
+		if p.sizeBytes <= ExactCountMaxBytes {
 			stored = "(SELECT count(*) FROM " + table + ")"
-		} else {
-			estimate = true
 		}
-		fmt.Fprintf(&sql, "SELECT %d::integer, count(*)::bigint, coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8, %s::bigint FROM %s",
-			p.Lane, stored, table)
-		if p.HasOffsets {
-			fmt.Fprintf(&sql, ` WHERE (transaction_id, "offset") > ($%d::bigint::text::xid8, $%d::bigint)`, len(args), len(args)+1)
-			args = append(args, p.TransactionID, p.OffsetAcked)
+		relayedAge, where := "-1", ""
+		if p.hasOffsets {
+			tx, off := param(p.transactionID), param(p.positionOffset)
+			relayedAge = fmt.Sprintf(`coalesce((SELECT extract(epoch FROM now() - r.created_at) FROM %s r
+    WHERE r.transaction_id = %s::bigint::text::xid8 AND r."offset" = %s::bigint), -1)`, table, tx, param(p.offsetAcked))
+			where = fmt.Sprintf(` WHERE (transaction_id, "offset") > (%s::bigint::text::xid8, %s::bigint)`, tx, off)
 		}
+		fmt.Fprintf(&sql, "SELECT %d::integer, count(*)::bigint, coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8, %s::bigint, %s::float8 FROM %s%s",
+			p.lane, stored, relayedAge, table, where)
 	}
 	rows, err := conn.Query(ctx, sql.String(), args...)
 	if err != nil {
@@ -204,8 +308,8 @@ func readBacklogs(ctx context.Context, conn DB, positions []db.LanePositionsRow,
 	for rows.Next() {
 		var lane int32
 		var backlog, stored int64
-		var age float64
-		if err := rows.Scan(&lane, &backlog, &age, &stored); err != nil {
+		var age, relayedAge float64
+		if err := rows.Scan(&lane, &backlog, &age, &stored, &relayedAge); err != nil {
 			return err
 		}
 		if int(lane) < 0 || int(lane) >= len(lanes) {
@@ -216,12 +320,33 @@ func readBacklogs(ctx context.Context, conn DB, positions []db.LanePositionsRow,
 		if stored < 0 {
 			l.StoredEstimated = true
 		}
+		if relayedAge >= 0 {
+			l.LastRelayedAge = seconds(relayedAge)
+		}
 	}
 	if err := rows.Err(); err != nil {
 		return err
 	}
-	if estimate {
-		return estimateLaneRows(ctx, conn, lanes)
+	var explain bool
+	for i, p := range positions {
+		l := &lanes[i]
+		if p.hasOffsets {
+			l.RelayedOffset = p.offsetAcked
+		}
+		if !l.StoredEstimated {
+			continue
+		}
+		// The planner's estimate from the statistics of the last VACUUM or
+		// ANALYZE (its estimate_rel_size): the density they measured times
+		// the table's current pages.
+		if p.reltuples >= 0 && p.relpages > 0 {
+			l.Stored = max(int64(math.Round(p.reltuples/float64(p.relpages)*float64(p.pages))), l.Backlog)
+		} else {
+			explain = true // never analyzed: ask the planner
+		}
+	}
+	if explain {
+		return estimateLaneRows(ctx, conn, positions, lanes)
 	}
 	return nil
 }
@@ -229,18 +354,18 @@ func readBacklogs(ctx context.Context, conn DB, positions []db.LanePositionsRow,
 // laneTable is the table of a lane.
 func laneTable(lane int) string { return "watermill_" + schema.LaneTopic(lane) }
 
-// estimateLaneRows sets Stored of the lanes marked StoredEstimated to the
-// planner's estimate of their rows: the rows it expects a scan of each lane
-// table to return (EXPLAIN of a scan of eventbus_outbox, whose plan scans
-// every lane table), never below the lane's backlog.
-func estimateLaneRows(ctx context.Context, conn DB, lanes []LaneStatus) error {
+// estimateLaneRows sets Stored of the estimated lanes whose table was never
+// analyzed to the planner's guess of their rows: the rows it expects a
+// scan of each lane table to return (EXPLAIN of a scan of eventbus_outbox,
+// whose plan scans every lane table), never below the lane's backlog.
+func estimateLaneRows(ctx context.Context, conn DB, positions []lanePosition, lanes []LaneStatus) error {
 	est, err := explainRows(ctx, conn, "EXPLAIN (FORMAT JSON) SELECT 1 FROM eventbus_outbox")
 	if err != nil {
 		return err
 	}
-	for i := range lanes {
+	for i, p := range positions {
 		l := &lanes[i]
-		if l.StoredEstimated {
+		if l.StoredEstimated && !(p.reltuples >= 0 && p.relpages > 0) {
 			l.Stored = max(est[laneTable(l.Lane)], l.Backlog)
 		}
 	}
@@ -286,14 +411,11 @@ func explainRows(ctx context.Context, conn DB, explain string, args ...any) (map
 }
 
 // readInbox counts the inbox rows per consumer group, exactly while the
-// inbox is at most ExactCountMaxBytes, else as the planner's estimate for
-// each group (found with one index descent per group).
-func readInbox(ctx context.Context, conn DB) ([]InboxStatus, error) {
+// inbox (of size bytes) is at most ExactCountMaxBytes, else as the
+// planner's estimate for each group (found with one index descent per
+// group).
+func readInbox(ctx context.Context, conn DB, size int64) ([]InboxStatus, error) {
 	q := db.New()
-	size, err := q.InboxSize(ctx, conn)
-	if err != nil {
-		return nil, err
-	}
 	var out []InboxStatus
 	if size <= ExactCountMaxBytes {
 		inbox, err := q.InboxByGroup(ctx, conn)

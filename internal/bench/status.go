@@ -199,15 +199,21 @@ func readStatusBefore(ctx context.Context, conn dbtx, group string) error {
 	return err
 }
 
-// laneRowsRead runs fn in a transaction and returns the rows of the lane
-// tables it read, sequentially or through an index, from the
-// transaction's own table statistics (pg_stat_xact_user_tables).
+// laneRowsRead runs fn in a transaction without parallel workers and
+// returns the rows of the lane tables it read, sequentially or through an
+// index, from the transaction's own table statistics
+// (pg_stat_xact_user_tables).
 func laneRowsRead(ctx context.Context, pool *pgxpool.Pool, fn func(dbtx) error) (int64, error) {
 	tx, err := pool.Begin(ctx)
 	if err != nil {
 		return 0, err
 	}
 	defer tx.Rollback(ctx)
+	// Parallel workers report the rows they read in their own statistics,
+	// not in this transaction's: none, so that every row read counts.
+	if _, err := tx.Exec(ctx, "SET LOCAL max_parallel_workers_per_gather = 0"); err != nil {
+		return 0, err
+	}
 	read := func() (int64, error) {
 		var n int64
 		err := tx.QueryRow(ctx, `SELECT coalesce(sum(seq_tup_read + coalesce(idx_tup_fetch, 0)), 0)::bigint

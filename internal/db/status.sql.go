@@ -78,74 +78,6 @@ func (q *Queries) InboxGroups(ctx context.Context, db DBTX) ([]string, error) {
 	return items, nil
 }
 
-const inboxSize = `-- name: InboxSize :one
-SELECT pg_relation_size('eventbus_inbox')::bigint AS size_bytes
-`
-
-// The size of the inbox table in bytes (its main fork).
-func (q *Queries) InboxSize(ctx context.Context, db DBTX) (int64, error) {
-	row := db.QueryRow(ctx, inboxSize)
-	var size_bytes int64
-	err := row.Scan(&size_bytes)
-	return size_bytes, err
-}
-
-const lanePositions = `-- name: LanePositions :many
-SELECT
-    l.lane::integer AS lane,
-    (f.consumer_group IS NOT NULL)::boolean AS has_offsets,
-    coalesce(f.last_processed_transaction_id::text::bigint, 0)::bigint AS transaction_id,
-    coalesce(f.offset_acked, 9223372036854775807)::bigint AS offset_acked,
-    coalesce(pg_relation_size(to_regclass(format('watermill_eventbus_lane_%s', l.lane))), 0)::bigint AS size_bytes
-FROM generate_series(0, $1::integer - 1) AS l (lane)
-LEFT JOIN eventbus_offsets f ON f.consumer_group = $2::text || '/' || l.lane::text
-ORDER BY l.lane
-`
-
-type LanePositionsParams struct {
-	Lanes         int32
-	ConsumerGroup string
-}
-
-type LanePositionsRow struct {
-	Lane          int32
-	HasOffsets    bool
-	TransactionID int64
-	OffsetAcked   int64
-	SizeBytes     int64
-}
-
-// Per lane 0..lanes-1: where a relay consumer group stands (has_offsets is
-// false when it never acknowledged a row of the lane) and the size of the
-// lane table in bytes (its main fork). A NULL offset_acked reads as the largest offset, so
-// that (transaction_id, offset_acked) compares like the NULL did in
-// LaneStatus: rows of that transaction count as acknowledged.
-func (q *Queries) LanePositions(ctx context.Context, db DBTX, arg LanePositionsParams) ([]LanePositionsRow, error) {
-	rows, err := db.Query(ctx, lanePositions, arg.Lanes, arg.ConsumerGroup)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var items []LanePositionsRow
-	for rows.Next() {
-		var i LanePositionsRow
-		if err := rows.Scan(
-			&i.Lane,
-			&i.HasOffsets,
-			&i.TransactionID,
-			&i.OffsetAcked,
-			&i.SizeBytes,
-		); err != nil {
-			return nil, err
-		}
-		items = append(items, i)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
-}
-
 const laneRelayProgress = `-- name: LaneRelayProgress :many
 SELECT
     substr(f.consumer_group, length($1::text) + 2)::integer AS lane,
@@ -165,7 +97,8 @@ type LaneRelayProgressRow struct {
 	LastRelayedAgeSeconds float64
 }
 
-// Per lane relayed by a consumer group: the offset it acknowledged last and,
+// (ReadStatus before it scaled, kept as the bench's baseline.) Per lane
+// relayed by a consumer group: the offset it acknowledged last and,
 // while that row is still stored, how long ago it was written (-1 once
 // the cleaner deleted it).
 func (q *Queries) LaneRelayProgress(ctx context.Context, db DBTX, consumerGroup string) ([]LaneRelayProgressRow, error) {

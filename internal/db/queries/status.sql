@@ -1,5 +1,6 @@
 -- name: LaneRelayProgress :many
--- Per lane relayed by a consumer group: the offset it acknowledged last and,
+-- (ReadStatus before it scaled, kept as the bench's baseline.) Per lane
+-- relayed by a consumer group: the offset it acknowledged last and,
 -- while that row is still stored, how long ago it was written (-1 once
 -- the cleaner deleted it).
 SELECT
@@ -48,26 +49,6 @@ SELECT
 FROM eventbus_outbox
 ORDER BY transaction_id DESC, "offset" DESC
 LIMIT sqlc.arg(max_rows);
-
--- name: LanePositions :many
--- Per lane 0..lanes-1: where a relay consumer group stands (has_offsets is
--- false when it never acknowledged a row of the lane) and the size of the
--- lane table in bytes (its main fork). A NULL offset_acked reads as the largest offset, so
--- that (transaction_id, offset_acked) compares like the NULL did in
--- LaneStatus: rows of that transaction count as acknowledged.
-SELECT
-    l.lane::integer AS lane,
-    (f.consumer_group IS NOT NULL)::boolean AS has_offsets,
-    coalesce(f.last_processed_transaction_id::text::bigint, 0)::bigint AS transaction_id,
-    coalesce(f.offset_acked, 9223372036854775807)::bigint AS offset_acked,
-    coalesce(pg_relation_size(to_regclass(format('watermill_eventbus_lane_%s', l.lane))), 0)::bigint AS size_bytes
-FROM generate_series(0, sqlc.arg(lanes)::integer - 1) AS l (lane)
-LEFT JOIN eventbus_offsets f ON f.consumer_group = sqlc.arg(consumer_group)::text || '/' || l.lane::text
-ORDER BY l.lane;
-
--- name: InboxSize :one
--- The size of the inbox table in bytes (its main fork).
-SELECT pg_relation_size('eventbus_inbox')::bigint AS size_bytes;
 
 -- name: InboxGroups :many
 -- The consumer groups with inbox rows, in order, one index descent per
