@@ -87,13 +87,13 @@ func (e *env) runStatus(ctx context.Context) ([]StatusRow, error) {
 				return nil, fmt.Errorf("set a backlog of %d: %w", backlog, err)
 			}
 			c := &cells[i]
-			if c.rowsRead, err = laneRowsRead(ctx, d.pool, func(q dbtx) error {
+			if c.rowsRead, err = laneRowsRead(ctx, d.url, func(q dbtx) error {
 				_, err := observe.ReadStatus(ctx, q, statusGroup)
 				return err
 			}); err != nil {
 				return nil, err
 			}
-			if c.oldRowsRead, err = laneRowsRead(ctx, d.pool, func(q dbtx) error { return readStatusBefore(ctx, q, statusGroup) }); err != nil {
+			if c.oldRowsRead, err = laneRowsRead(ctx, d.url, func(q dbtx) error { return readStatusBefore(ctx, q, statusGroup) }); err != nil {
 				return nil, err
 			}
 			var newMS, oldMS, scrapeMS, pgMS, oldPGMS []float64
@@ -203,8 +203,15 @@ func readStatusBefore(ctx context.Context, conn dbtx, group string) error {
 // returns the rows of the lane tables it read, sequentially or through an
 // index, from the transaction's own table statistics
 // (pg_stat_xact_user_tables).
-func laneRowsRead(ctx context.Context, pool *pgxpool.Pool, fn func(dbtx) error) (int64, error) {
-	tx, err := pool.Begin(ctx)
+func laneRowsRead(ctx context.Context, dbURL string, fn func(dbtx) error) (int64, error) {
+	// A connection of its own: no statement planned before (a cached
+	// generic plan keeps the parallel workers of when it was planned).
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	tx, err := conn.Begin(ctx)
 	if err != nil {
 		return 0, err
 	}
