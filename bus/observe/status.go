@@ -21,7 +21,7 @@ import (
 	"github.com/edupulse/eventbus/schema"
 )
 
-// DB runs queries: a *pgxpool.Pool or a *pgx.Conn.
+// DB runs queries: a *pgxpool.Pool, a *pgx.Conn or a pgx.Tx.
 type DB interface {
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)

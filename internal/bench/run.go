@@ -248,7 +248,9 @@ func gitState() string {
 	dirty, err := exec.Command("git", "status", "--porcelain", "--", "bus", "schema", "gen", "events").Output()
 	if err == nil && len(strings.TrimSpace(string(dirty))) > 0 {
 		var files []string
-		for _, line := range strings.Split(strings.TrimSpace(string(dirty)), "\n") {
+		// Each line is "XY path": trimming the output's leading space
+		// would shift the first line's path.
+		for _, line := range strings.Split(strings.TrimRight(string(dirty), "\n"), "\n") {
 			if len(line) > 3 {
 				files = append(files, line[3:])
 			}
