@@ -183,9 +183,8 @@ func readStatusTx(ctx context.Context, conn DB, group string, inTx func(DB) erro
 // false when it never acknowledged a row of the lane), the lane table's
 // size and the statistics the planner estimates its rows from; and,
 // repeated on every row, the relay's and the consumers' dead letters not
-// replayed and the size of the
-// inbox: one round trip for what ReadStatus needs before it counts the
-// backlogs. A NULL offset_acked reads as the largest offset in
+// replayed and the size of the inbox: one round trip for what ReadStatus
+// needs before it counts the backlogs. A NULL offset_acked reads as the largest offset in
 // position_offset, so that (transaction_id, position_offset) compares like
 // the NULL did when every row was counted: rows of that transaction count
 // as acknowledged. (Raw SQL: sqlc does not know pg_class.)
