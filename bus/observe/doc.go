@@ -13,10 +13,17 @@
 //	eventbus_outbox_backlog{lane}                      events not yet relayed
 //	eventbus_outbox_oldest_pending_age_seconds{lane}   age of the oldest of them
 //	eventbus_outbox_rows{lane}                         rows stored, relayed or not
+//	eventbus_outbox_rows_estimated{lane}               1 if that is the planner's estimate
 //	eventbus_dead_letters                              relay dead letters not replayed
 //	eventbus_consumer_dead_letters                     consumer dead letters not replayed
 //	eventbus_inbox_rows{consumer_group}                inbox rows
+//	eventbus_inbox_rows_estimated{consumer_group}      1 if that is the planner's estimate
 //	eventbus_status_up                                 1 if the queries succeeded
+//
+// A scrape costs in proportion to the backlog, not to the rows stored: the
+// backlog is counted along each lane's primary key from the relay's
+// position, and the rows stored in tables above ExactCountMaxBytes (1 MiB)
+// are PostgreSQL's planner estimates, marked by the _estimated gauges.
 //
 // NewRelayMetrics returns a middleware for bus.RelayConfig.Middlewares:
 //

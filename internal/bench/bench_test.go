@@ -46,6 +46,8 @@ func TestBenchShort(t *testing.T) {
 	cfg.MemStock = true
 	cfg.Out = filepath.Join(t.TempDir(), "out")
 	cfg.Command = "TestBenchShort"
+	// The network and status sections have a test of their own.
+	cfg.Only = []string{sectionProducer, sectionRelay, sectionLatency, sectionMemory}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -138,6 +140,86 @@ func TestBenchShort(t *testing.T) {
 	}
 }
 
+// TestBenchShortNetworkStatus runs the network and status sections at a
+// tiny size: relays through the delay proxy to each broker in a child
+// process (RabbitMQ where it is installed), and ReadStatus against a
+// filled outbox, whose backlog must come out exact.
+func TestBenchShortNetworkStatus(t *testing.T) {
+	if os.Getenv("DATABASE_URL") == "" {
+		if _, err := pgserver.FindBinDir(); errors.Is(err, pgserver.ErrNoBinaries) {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("no PostgreSQL binaries and no DATABASE_URL: %v", err)
+			}
+			t.Skipf("no PostgreSQL binaries and no DATABASE_URL: %v", err)
+		}
+	}
+	cfg, err := parseFlags([]string{"-short", "-q", "-only", "network,status"}, os.Stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.NetBacklog = 200
+	cfg.StatusRows = 5_000
+	cfg.StatusBacklogs = []int{0, 700}
+	cfg.Out = ""
+	cfg.Command = "TestBenchShortNetworkStatus"
+
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	var logBuf strings.Builder
+	begin := time.Now()
+	res, err := Run(ctx, cfg, &logBuf)
+	t.Logf("harness ran in %s", time.Since(begin).Round(time.Millisecond))
+	if err != nil {
+		t.Fatalf("Run: %v\nlog:\n%s", err, logBuf.String())
+	}
+
+	brokers := len(cfg.NetBrokers) - len(res.NetSkipped)
+	for _, s := range res.NetSkipped {
+		if s.Broker != brokerRabbitMQ || os.Getenv("CI") == "true" {
+			t.Errorf("broker %s skipped: %s", s.Broker, s.Reason)
+		}
+	}
+	if want := brokers * len(cfg.NetDelays) * (1 + len(cfg.NetLanes)); len(res.Network) != want {
+		t.Errorf("network rows = %d, want %d", len(res.Network), want)
+	}
+	for _, r := range res.Network {
+		if !(r.EPS.Median > 0) || !(r.Ratio.Median > 0) || (r.Lanes == lanesStock && r.Ratio.Median != 1) {
+			t.Errorf("network %s %s %s: %v events/s, ratio %v", r.Broker, delayLabel(r.Delay), r.Name(), r.EPS.Median, r.Ratio.Median)
+		}
+		if (r.Delay == 0) != (r.LateP99 == 0) || r.LateP50 > r.LateP99 {
+			t.Errorf("network %s %s %s: proxy late p50 %v µs, p99 %v µs", r.Broker, delayLabel(r.Delay), r.Name(), r.LateP50, r.LateP99)
+		}
+		if r.Delay > 0 && !(r.BrokerCPU > 0) {
+			t.Errorf("network %s %s %s: broker CPU %v µs/event", r.Broker, delayLabel(r.Delay), r.Name(), r.BrokerCPU)
+		}
+	}
+
+	if len(res.Status) != len(cfg.StatusBacklogs) {
+		t.Errorf("status rows = %d, want %d", len(res.Status), len(cfg.StatusBacklogs))
+	}
+	for _, s := range res.Status {
+		if s.GotBacklog != int64(s.Backlog) || s.Stored != cfg.StatusRows || !(s.ReadStatus.Median > 0) || !(s.Before.Median > 0) || !(s.Scrape.Median > 0) {
+			t.Errorf("status row %+v", s)
+		}
+		if s.BeforeRowsRead < int64(cfg.StatusRows) || s.RowsRead < int64(s.Backlog) {
+			t.Errorf("status row: lane rows read per call %d (backlog %d), before %d (want every row of %d)", s.RowsRead, s.Backlog, s.BeforeRowsRead, cfg.StatusRows)
+		}
+		if s.StoredEstimated == (s.GotStored == int64(cfg.StatusRows)) && !s.StoredEstimated {
+			t.Errorf("status row: stored %d exact, want %d", s.GotStored, cfg.StatusRows)
+		}
+	}
+
+	md := res.Markdown()
+	for _, heading := range []string{"## Targets", "## 5. Relay throughput over a network", "## 6. Status"} {
+		if !strings.Contains(md, heading) {
+			t.Errorf("results lack %q:\n%s", heading, md)
+		}
+	}
+	if !strings.Contains(md, "Network: relay to nats through the 1ms proxy, 4 lanes / stock Watermill") {
+		t.Errorf("results lack the network target:\n%s", md)
+	}
+}
+
 func sizeOf(fi os.FileInfo) int64 {
 	if fi == nil {
 		return 0
@@ -175,6 +257,16 @@ func TestParseFlags(t *testing.T) {
 	}
 	if _, err := parseFlags([]string{"-only", "everything"}, os.Stderr); err == nil {
 		t.Fatal("unknown section accepted")
+	}
+	if c, err = parseFlags([]string{"-net-delays", "2ms,0s", "-net-brokers", "nats"}, os.Stderr); err != nil ||
+		len(c.NetDelays) != 2 || c.NetDelays[0] != 2*time.Millisecond || c.NetDelays[1] != 0 || len(c.NetBrokers) != 1 {
+		t.Fatalf("-net-delays 2ms,0s -net-brokers nats: %+v, %v", c, err)
+	}
+	if c.NetDelays[0] != DefaultConfig().NetDelays[0]*2 {
+		t.Fatalf("default -net-delays: %v", DefaultConfig().NetDelays)
+	}
+	if _, err := parseFlags([]string{"-net-brokers", "redis"}, os.Stderr); err == nil {
+		t.Fatal("unknown broker accepted")
 	}
 }
 

@@ -2,8 +2,10 @@
 // producer cost (bus.Outbox.Publish vs a raw INSERT of the same row), relay
 // throughput (bus.Relay with 1, 2, 4 and 8 lanes vs stock Watermill: the
 // watermill-sql v3 subscriber and components/forwarder), commit-to-consumer
-// latency (LISTEN/NOTIFY vs polling) and the peak RSS of a relay draining a
-// large backlog.
+// latency (LISTEN/NOTIFY vs polling), the peak RSS of a relay draining a
+// large backlog, relay throughput to out-of-process brokers through a TCP
+// proxy that adds a network's one-way delay (network), and the cost of
+// observe.ReadStatus on a large outbox (status).
 //
 // Everything runs in one process against one PostgreSQL cluster (an
 // ephemeral one from internal/pgserver unless DATABASE_URL is set), baseline
@@ -27,6 +29,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -56,8 +59,23 @@ type Config struct {
 	Procs []int
 	// Sinks are the brokers relayed to: "gochannel", "nats".
 	Sinks []string
+	// NetBacklog is the number of events drained per run of the network
+	// section.
+	NetBacklog int
+	// NetDelays are the one-way delays of the network section's proxy.
+	NetDelays []time.Duration
+	// NetBrokers are the out-of-process brokers of the network section:
+	// "nats", "rabbitmq", "kafka".
+	NetBrokers []string
+	// NetLanes are the relay lane counts of the network section.
+	NetLanes []int
+	// StatusRows is the number of rows stored in the status section's
+	// outbox.
+	StatusRows int
+	// StatusBacklogs are the backlogs ReadStatus is timed at.
+	StatusBacklogs []int
 	// Only restricts the run to some sections: producer, relay, latency,
-	// memory. Empty runs all.
+	// memory, network, status. Empty runs all.
 	Only []string
 	// Out is a directory, or a .md file, to write the results to; empty
 	// writes nothing.
@@ -79,18 +97,24 @@ type Config struct {
 // DefaultConfig returns the full-run defaults.
 func DefaultConfig() Config {
 	return Config{
-		Rounds:       5,
-		Backlog:      50_000,
-		MemBacklog:   200_000,
-		ProducerTime: time.Second,
-		LatencyTime:  10 * time.Second,
-		LatencyRates: []int{200, 1000},
-		Lanes:        []int{1, 2, 4, 8},
-		Procs:        []int{1, 2, 5},
-		Sinks:        []string{sinkGoChannel, sinkNATS},
-		Out:          "bench-results",
-		Diagnostics:  true,
-		Verbose:      true,
+		Rounds:         5,
+		Backlog:        50_000,
+		MemBacklog:     200_000,
+		ProducerTime:   time.Second,
+		LatencyTime:    10 * time.Second,
+		LatencyRates:   []int{200, 1000},
+		Lanes:          []int{1, 2, 4, 8},
+		Procs:          []int{1, 2, 5},
+		Sinks:          []string{sinkGoChannel, sinkNATS},
+		NetBacklog:     5_000,
+		NetDelays:      []time.Duration{time.Millisecond, 0},
+		NetBrokers:     append([]string(nil), netBrokerNames...),
+		NetLanes:       []int{1, 4, 8},
+		StatusRows:     1_000_000,
+		StatusBacklogs: []int{10_000, 100_000},
+		Out:            "bench-results",
+		Diagnostics:    true,
+		Verbose:        true,
 	}
 }
 
@@ -112,6 +136,15 @@ func (c Config) applyShort(explicit map[string]bool) Config {
 	}
 	if !explicit["latency-time"] {
 		c.LatencyTime = time.Second
+	}
+	if !explicit["net-backlog"] {
+		c.NetBacklog = 500
+	}
+	if !explicit["status-rows"] {
+		c.StatusRows = 20_000
+	}
+	if !explicit["status-backlogs"] {
+		c.StatusBacklogs = []int{1_000}
 	}
 	return c
 }
@@ -159,9 +192,35 @@ func (c Config) validate() error {
 			errs = append(errs, fmt.Sprintf("unknown sink %q (want %s, %s or %s)", s, sinkGoChannel, sinkNATS, sinkNATSAsync))
 		}
 	}
+	if c.NetBacklog < 1 {
+		errs = append(errs, "-net-backlog must be at least 1")
+	}
+	for _, d := range c.NetDelays {
+		if d < 0 || d > time.Second {
+			errs = append(errs, "-net-delays must be in 0..1s")
+		}
+	}
+	for _, b := range c.NetBrokers {
+		if !slices.Contains(netBrokerNames, b) {
+			errs = append(errs, fmt.Sprintf("unknown broker %q in -net-brokers (want %s)", b, strings.Join(netBrokerNames, ", ")))
+		}
+	}
+	for _, l := range c.NetLanes {
+		if l < 1 || l > 256 {
+			errs = append(errs, "-net-lanes must be in 1..256")
+		}
+	}
+	if c.StatusRows < 1 {
+		errs = append(errs, "-status-rows must be at least 1")
+	}
+	for _, b := range c.StatusBacklogs {
+		if b < 0 || b > c.StatusRows {
+			errs = append(errs, "-status-backlogs must be in 0..-status-rows")
+		}
+	}
 	for _, s := range c.Only {
 		switch s {
-		case sectionProducer, sectionRelay, sectionLatency, sectionMemory:
+		case sectionProducer, sectionRelay, sectionLatency, sectionMemory, sectionNetwork, sectionStatus:
 		default:
 			errs = append(errs, fmt.Sprintf("unknown section %q in -only", s))
 		}
@@ -178,6 +237,8 @@ const (
 	sectionRelay    = "relay"
 	sectionLatency  = "latency"
 	sectionMemory   = "memory"
+	sectionNetwork  = "network"
+	sectionStatus   = "status"
 )
 
 func parseFlags(args []string, stderr io.Writer) (Config, error) {
@@ -194,7 +255,13 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	lanes := fs.String("lanes", joinInts(c.Lanes), "relay lane counts, comma-separated")
 	procs := fs.String("procs", joinInts(c.Procs), "counts of relay processes draining the same backlog over 4 lanes (the first is the ratios' baseline), comma-separated; empty skips them")
 	sinks := fs.String("sinks", strings.Join(c.Sinks, ","), "brokers for the relay throughput runs: gochannel, nats (JetStream, sync PubAck), nats-async (JetStream, async PubAck)")
-	only := fs.String("only", "", "run only these sections, comma-separated: producer, relay, latency, memory")
+	fs.IntVar(&c.NetBacklog, "net-backlog", c.NetBacklog, "events drained per run of the network section")
+	netDelays := fs.String("net-delays", joinDurations(c.NetDelays), "one-way delays of the network section's proxy, comma-separated")
+	netBrokers := fs.String("net-brokers", strings.Join(c.NetBrokers, ","), "out-of-process brokers of the network section: nats, rabbitmq (skipped if not installed), kafka")
+	netLanes := fs.String("net-lanes", joinInts(c.NetLanes), "relay lane counts of the network section, comma-separated")
+	fs.IntVar(&c.StatusRows, "status-rows", c.StatusRows, "rows stored in the status section's outbox")
+	statusBacklogs := fs.String("status-backlogs", joinInts(c.StatusBacklogs), "backlogs the status section times ReadStatus at, comma-separated")
+	only := fs.String("only", "", "run only these sections, comma-separated: producer, relay, latency, memory, network, status")
 	fs.StringVar(&c.Out, "out", c.Out, "directory (or .md file) for the Markdown results and the PNG chart; empty writes nothing")
 	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "write a CPU profile of the run to this file (samples are labeled: go tool pprof -tagfocus contender=relay-4)")
 	fs.BoolVar(&c.Diagnostics, "diagnostics", c.Diagnostics, "add the diagnostic relay contender: stock Watermill with a keyset SELECT")
@@ -218,6 +285,16 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	if c.Procs, err = parseInts(*procs); err != nil {
 		return c, fmt.Errorf("bench: -procs: %w", err)
 	}
+	if c.NetDelays, err = parseDurations(*netDelays); err != nil {
+		return c, fmt.Errorf("bench: -net-delays: %w", err)
+	}
+	if c.NetLanes, err = parseInts(*netLanes); err != nil {
+		return c, fmt.Errorf("bench: -net-lanes: %w", err)
+	}
+	if c.StatusBacklogs, err = parseInts(*statusBacklogs); err != nil {
+		return c, fmt.Errorf("bench: -status-backlogs: %w", err)
+	}
+	c.NetBrokers = splitList(*netBrokers)
 	c.Sinks = splitList(*sinks)
 	c.Only = splitList(*only)
 	c.Verbose = !*quiet

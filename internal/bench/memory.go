@@ -35,7 +35,8 @@ const childEnvVar = "EVENTBUS_BENCH_CHILD"
 
 type childSpec struct {
 	// Mode is empty for the memory section's drain, or
-	// childModeRelayProcess.
+	// childModeRelayProcess, or a broker child's (childModeNATSServer,
+	// childModeKafkaServer).
 	Mode   string `json:",omitempty"`
 	URL    string
 	Lanes  int
@@ -44,6 +45,9 @@ type childSpec struct {
 	// CPUProfile, for a relay process, is where it writes a CPU profile
 	// of its run (from "go" to "stop"); empty writes none.
 	CPUProfile string `json:",omitempty"`
+	// Advertise, for a Kafka broker child, is the address it tells
+	// clients to connect to (the delay proxy's).
+	Advertise string `json:",omitempty"`
 }
 
 type childReport struct {
@@ -150,8 +154,13 @@ func lastLines(s string, n int) string {
 // comparison, driven through stdin.
 func childMain(spec string, stdout, stderr io.Writer) int {
 	var s childSpec
-	if err := json.Unmarshal([]byte(spec), &s); err == nil && s.Mode == childModeRelayProcess {
-		return relayProcessMain(s, os.Stdin, stdout, stderr)
+	if err := json.Unmarshal([]byte(spec), &s); err == nil {
+		switch s.Mode {
+		case childModeRelayProcess:
+			return relayProcessMain(s, os.Stdin, stdout, stderr)
+		case childModeNATSServer, childModeKafkaServer:
+			return brokerChildMain(s, os.Stdin, stdout)
+		}
 	}
 	rep, err := runChild(spec, stderr)
 	if err != nil {

@@ -26,7 +26,14 @@ type Results struct {
 	Processes []ProcessesRow
 	Latency   []LatencyRow
 	Memory    []MemoryRow
-	Targets   []Target
+	// Network is the network section: relays publishing through the delay
+	// proxy to out-of-process brokers; NetSkipped the brokers it could
+	// not run.
+	Network    []NetRow
+	NetSkipped []NetSkip
+	// Status is the status section: the cost of ReadStatus.
+	Status  []StatusRow
+	Targets []Target
 }
 
 // Target is one goal of the issue, evaluated on this run.
@@ -42,6 +49,13 @@ const (
 	targetNotifyP99    = 50.0 // ms at 200 events/s, below
 	targetLanes        = 4
 	targetRate         = 200
+	// Issue 13: through the 1 ms proxy to JetStream, 4 lanes at 10x stock;
+	// ReadStatus under 50 ms at 1M stored rows and a backlog of 10k.
+	targetNetRatio      = 10.0
+	targetNetDelay      = time.Millisecond
+	targetStatusMS      = 50.0
+	targetStatusStored  = 1_000_000
+	targetStatusBacklog = 10_000
 )
 
 func (r *Results) evaluateTargets() {
@@ -64,6 +78,28 @@ func (r *Results) evaluateTargets() {
 			Want: fmt.Sprintf("≥ %.0fx", targetRelayRatio),
 			Got:  fmtRatio(row.Ratio),
 			Met:  row.Ratio.Median >= targetRelayRatio,
+		})
+	}
+	for _, row := range r.Network {
+		if row.Broker != brokerNATS || row.Delay != targetNetDelay || row.Lanes != targetLanes {
+			continue
+		}
+		r.Targets = append(r.Targets, Target{
+			Name: fmt.Sprintf("Network: relay to %s through the %s proxy, %d lanes / stock Watermill", row.Broker, delayLabel(row.Delay), targetLanes),
+			Want: fmt.Sprintf("≥ %.0fx", targetNetRatio),
+			Got:  fmtRatio(row.Ratio),
+			Met:  row.Ratio.Median >= targetNetRatio,
+		})
+	}
+	for _, row := range r.Status {
+		if row.Stored != targetStatusStored || row.Backlog != targetStatusBacklog {
+			continue
+		}
+		r.Targets = append(r.Targets, Target{
+			Name: fmt.Sprintf("Status: ReadStatus with %s stored rows and a backlog of %s", fmtCount(float64(row.Stored)), fmtCount(float64(row.Backlog))),
+			Want: fmt.Sprintf("< %.0f ms", targetStatusMS),
+			Got:  fmtSummary(row.ReadStatus, "%.1f") + " ms",
+			Met:  row.ReadStatus.Median < targetStatusMS,
 		})
 	}
 	for _, row := range r.Latency {
@@ -196,6 +232,34 @@ func (r *Results) Markdown() string {
 		w("| relay | backlog | peak RSS MiB | idle RSS MiB | drain s | events/s |\n|---|---:|---:|---:|---:|---:|\n")
 		for _, mm := range r.Memory {
 			w("| %s | %s | %.1f | %.1f | %.1f | %s |\n", mm.Name(), fmtCount(float64(mm.Backlog)), mm.PeakRSS, mm.IdleRSS, mm.Seconds, fmtCount(mm.EPS))
+		}
+	}
+	if len(r.Network) > 0 || len(r.NetSkipped) > 0 {
+		w("\n## 5. Relay throughput over a network\n\nA backlog of %s events drained from the relay's start until the broker stored the last one, through a TCP proxy on loopback that delays every chunk of bytes by the one-way delay in each direction (at its arrival time plus the delay: latency without a throughput cap, order kept), to a broker in another process: nats-server with JetStream (file storage) and kfake (Kafka) as children of the bench, a private rabbitmq-server. Every relay publishes through the project's broker adapter (`broker.Open`: JetStream acks, AMQP publisher confirms on durable queues, Kafka acks=all), opened and warmed up (connected, topic created) before the clock starts. Stock: watermill-sql v3 subscriber + `components/forwarder`, defaults. Contender: `bus.Relay`, defaults, over n lanes. Ratio to stock of the same broker and delay in the same round. CPU per event: the bench (relays and proxy), PostgreSQL, the broker's processes. \"Proxy late\": how much later than due the proxy wrote the bytes, p50 / p99 over a run's chunks (medians over rounds).\n\n", fmtCount(float64(c.NetBacklog)))
+		if len(r.Network) > 0 {
+			w("| broker | one-way delay | relay | events/s | **ratio to stock** | CPU µs/event bench | PostgreSQL | broker | proxy late µs p50 / p99 | others |\n")
+			w("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|\n")
+			for _, row := range r.Network {
+				w("| %s | %s | %s | %s | %s | %.0f | %.0f | %.0f | %.0f / %.0f | %.0f%% |\n", row.Broker, delayLabel(row.Delay), row.Name(), fmtCounts(row.EPS), fmtRatio(row.Ratio),
+					row.GoCPU, row.PGCPU, row.BrokerCPU, row.LateP50, row.LateP99, row.Other)
+			}
+		}
+		for _, s := range r.NetSkipped {
+			w("\nNot measured: %s (%s).\n", s.Broker, s.Reason)
+		}
+	}
+
+	if len(r.Status) > 0 {
+		w("\n## 6. Status\n\nA %d-lane outbox filled through `bus.Outbox` (100 events per transaction, 4 producers), then `VACUUM ANALYZE` (the steady state autovacuum keeps; run here, it does not run during the measurement); a relay group's position set in every lane so that the last *backlog* rows are not acknowledged. Milliseconds per call: `observe.ReadStatus`, a Prometheus scrape of `observe.RegisterStatus` (registry Gather), and the statements of main's ReadStatus before issue 13 (counting every stored row); per round the median of %d calls (%d for before), then median and spread over the rounds. PostgreSQL CPU per call (ReadStatus / before), and the rows of the lane tables one call reads (sequentially or through an index, from pg_stat_xact_user_tables in a transaction without parallel workers): the work, whatever the machine's load. ReadStatus reads each lane's backlog and, in lane tables of at most 1 MiB, every row (it counts them). The backlog must come out exact (checked); stored rows above 1 MiB per lane table are the planner's estimate (~).\n\n", statusLanes, statusCalls, statusOldCalls)
+		w("| stored rows | backlog | **ReadStatus ms** | scrape ms | before (every row counted) ms | PostgreSQL CPU ms/call: ReadStatus / before | lane rows read per call: ReadStatus / before | backlog read | stored shown |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		for _, s := range r.Status {
+			stored := fmtCount(float64(s.GotStored))
+			if s.StoredEstimated {
+				stored = "~" + stored
+			}
+			w("| %s | %s | %s | %s | %s | %.1f / %.1f | %s / %s | %s | %s |\n", fmtCount(float64(s.Stored)), fmtCount(float64(s.Backlog)),
+				fmtSummary(s.ReadStatus, "%.1f"), fmtSummary(s.Scrape, "%.1f"), fmtSummary(s.Before, "%.0f"), s.PGCPU, s.BeforePGCPU,
+				fmtCount(float64(s.RowsRead)), fmtCount(float64(s.BeforeRowsRead)), fmtCount(float64(s.GotBacklog)), stored)
 		}
 	}
 	return b.String()

@@ -72,6 +72,8 @@ func Run(ctx context.Context, cfg Config, logw io.Writer) (*Results, error) {
 	section(sectionRelay, func() (err error) { res.Relay, res.Processes, err = e.runRelay(ctx); return err })
 	section(sectionLatency, func() (err error) { res.Latency, err = e.runLatency(ctx); return err })
 	section(sectionMemory, func() (err error) { res.Memory, err = e.runMemory(ctx); return err })
+	section(sectionNetwork, func() (err error) { res.Network, res.NetSkipped, err = e.runNetwork(ctx); return err })
+	section(sectionStatus, func() (err error) { res.Status, err = e.runStatus(ctx); return err })
 	res.Meta.Duration = time.Since(started)
 	res.Meta.LoadBefore, res.Meta.LoadAfter = loadBefore, loadAvg()
 	res.evaluateTargets()
@@ -246,7 +248,9 @@ func gitState() string {
 	dirty, err := exec.Command("git", "status", "--porcelain", "--", "bus", "schema", "gen", "events").Output()
 	if err == nil && len(strings.TrimSpace(string(dirty))) > 0 {
 		var files []string
-		for _, line := range strings.Split(strings.TrimSpace(string(dirty)), "\n") {
+		// Each line is "XY path": trimming the output's leading space
+		// would shift the first line's path.
+		for _, line := range strings.Split(strings.TrimRight(string(dirty), "\n"), "\n") {
 			if len(line) > 3 {
 				files = append(files, line[3:])
 			}

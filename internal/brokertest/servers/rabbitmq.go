@@ -223,3 +223,40 @@ func (s *rabbitServer) stop() error {
 	}
 	return errors.Join(errs...)
 }
+
+// ErrNotInstalled is returned by StartRabbitMQ when the server's Debian
+// package is not installed.
+var ErrNotInstalled = errors.New("servers: not installed")
+
+// RabbitMQServer is a private RabbitMQ server started by StartRabbitMQ.
+type RabbitMQServer struct {
+	// URL is amqp://guest:guest@127.0.0.1:PORT/.
+	URL string
+	s   *rabbitServer
+}
+
+// StartRabbitMQ starts a private RabbitMQ server as RabbitMQ does, for
+// programs that are not tests (the bench); the caller stops it with Stop.
+// The error wraps ErrNotInstalled when rabbitmq-server or its epmd is
+// missing.
+func StartRabbitMQ() (*RabbitMQServer, error) {
+	if _, err := os.Stat(rabbitmqServerBin); err != nil {
+		return nil, fmt.Errorf("%w: rabbitmq-server (%v)", ErrNotInstalled, err)
+	}
+	epmd, err := exec.LookPath("epmd")
+	if err != nil {
+		return nil, fmt.Errorf("%w: epmd of rabbitmq-server (%v)", ErrNotInstalled, err)
+	}
+	s, err := startRabbitMQ(epmd)
+	if err != nil {
+		return nil, err
+	}
+	return &RabbitMQServer{URL: s.url, s: s}, nil
+}
+
+// Pid is the process id of the node, the leader of a process group
+// holding all its processes.
+func (r *RabbitMQServer) Pid() int { return r.s.node.Cmd.Process.Pid }
+
+// Stop stops the server and removes its files.
+func (r *RabbitMQServer) Stop() error { return r.s.stop() }

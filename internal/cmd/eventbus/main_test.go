@@ -206,6 +206,41 @@ func TestStatus(t *testing.T) {
 	}
 }
 
+// TestStatusMarksEstimates: a lane table above observe.ExactCountMaxBytes
+// shows its stored rows as the planner's estimate, marked "~" with a note
+// (and stored_estimated in --json), while the backlog stays exact.
+func TestStatusMarksEstimates(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url, pool, ob := migrated(t, 4)
+	evs := scenario(8)
+	publish(t, pool, ob, evs...)
+	lane := bus.LaneOf(evs[0].Envelope().AggregateID, 4)
+	table := pgx.Identifier{"watermill_" + schema.LaneTopic(lane)}.Sanitize()
+	if _, err := pool.Exec(ctx, fmt.Sprintf(`INSERT INTO %s (uuid, created_at, payload, metadata, transaction_id)
+		SELECT gen_random_uuid()::text, o.created_at, o.payload, o.metadata, pg_current_xact_id()
+		FROM (SELECT * FROM %s LIMIT 1) o, generate_series(1, 6000)`, table, table)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, "ANALYZE"); err != nil { // as autovacuum would
+		t.Fatal(err)
+	}
+	st := statusJSONOf(t, url)
+	if st.Backlog != int64(len(evs))+6000 {
+		t.Errorf("backlog %d, want %d exactly", st.Backlog, len(evs)+6000)
+	}
+	for _, l := range st.Lanes {
+		if l.StoredEstimated != (l.Lane == lane) {
+			t.Errorf("lane %d: %+v, want stored_estimated only for lane %d", l.Lane, l, lane)
+		}
+	}
+	r := mustCLI(t, "status", "--database-url", url)
+	lines := strings.Split(r.stdout, "\n")
+	if len(lines) < lane+2 || !strings.Contains(lines[lane+1], "  ~") || !strings.Contains(r.stdout, "~ marks PostgreSQL's planner estimates") {
+		t.Errorf("status does not mark lane %d's stored rows as an estimate:\n%s", lane, r.stdout)
+	}
+}
+
 func statusJSONOf(t *testing.T, url string, args ...string) statusJSON {
 	t.Helper()
 	r := mustCLI(t, append([]string{"status", "--json", "--database-url", url}, args...)...)

@@ -27,12 +27,15 @@ type statusJSON struct {
 }
 
 type laneStatusJSON struct {
-	Lane                    int      `json:"lane"`
-	Backlog                 int64    `json:"backlog"`
-	OldestPendingAgeSeconds float64  `json:"oldest_pending_age_seconds"`
-	Stored                  int64    `json:"stored"`
-	RelayedOffset           int64    `json:"relayed_offset"`
-	LastRelayedAgeSeconds   *float64 `json:"last_relayed_age_seconds"`
+	Lane                    int     `json:"lane"`
+	Backlog                 int64   `json:"backlog"`
+	OldestPendingAgeSeconds float64 `json:"oldest_pending_age_seconds"`
+	Stored                  int64   `json:"stored"`
+	// StoredEstimated tells that Stored is the planner's estimate (see
+	// observe.LaneStatus).
+	StoredEstimated       bool     `json:"stored_estimated"`
+	RelayedOffset         int64    `json:"relayed_offset"`
+	LastRelayedAgeSeconds *float64 `json:"last_relayed_age_seconds"`
 }
 
 type inboxJSON struct {
@@ -43,6 +46,8 @@ type inboxJSON struct {
 type inboxGroupJSON struct {
 	ConsumerGroup string `json:"consumer_group"`
 	Rows          int64  `json:"rows"`
+	// Estimated tells that Rows is the planner's estimate.
+	Estimated bool `json:"estimated"`
 }
 
 func (a *app) status(ctx context.Context, _ []string) error {
@@ -60,7 +65,7 @@ func (a *app) status(ctx context.Context, _ []string) error {
 			Lanes: []laneStatusJSON{}, Inbox: inboxJSON{Rows: st.InboxRows(), Groups: []inboxGroupJSON{}}}
 		for _, l := range st.Lanes {
 			j := laneStatusJSON{Lane: l.Lane, Backlog: l.Backlog, OldestPendingAgeSeconds: l.OldestPending.Seconds(),
-				Stored: l.Stored, RelayedOffset: l.RelayedOffset}
+				Stored: l.Stored, StoredEstimated: l.StoredEstimated, RelayedOffset: l.RelayedOffset}
 			if l.LastRelayedAge >= 0 {
 				s := l.LastRelayedAge.Seconds()
 				j.LastRelayedAgeSeconds = &s
@@ -68,16 +73,18 @@ func (a *app) status(ctx context.Context, _ []string) error {
 			out.Lanes = append(out.Lanes, j)
 		}
 		for _, g := range st.Inbox {
-			out.Inbox.Groups = append(out.Inbox.Groups, inboxGroupJSON{g.ConsumerGroup, g.Rows})
+			out.Inbox.Groups = append(out.Inbox.Groups, inboxGroupJSON{g.ConsumerGroup, g.Rows, g.Estimated})
 		}
 		return a.writeJSON(out)
 	}
 
 	var rows [][]string
 	var stored int64
+	var estimated bool // some count is the planner's estimate
 	var oldest = st.Lanes[0].OldestPending
 	for _, l := range st.Lanes {
 		stored += l.Stored
+		estimated = estimated || l.StoredEstimated
 		oldest = max(oldest, l.OldestPending)
 		pending := "-"
 		if l.Backlog > 0 {
@@ -90,27 +97,45 @@ func (a *app) status(ctx context.Context, _ []string) error {
 		case l.RelayedOffset > 0:
 			last = fmt.Sprintf("offset %d", l.RelayedOffset)
 		}
-		rows = append(rows, []string{strconv.Itoa(l.Lane), strconv.FormatInt(l.Backlog, 10), pending, strconv.FormatInt(l.Stored, 10), last})
+		rows = append(rows, []string{strconv.Itoa(l.Lane), strconv.FormatInt(l.Backlog, 10), pending, rowCount(l.Stored, l.StoredEstimated), last})
 	}
 	total := "-"
 	if st.Backlog() > 0 {
 		total = age(oldest)
 	}
-	rows = append(rows, []string{"all", strconv.FormatInt(st.Backlog(), 10), total, strconv.FormatInt(stored, 10)})
+	rows = append(rows, []string{"all", strconv.FormatInt(st.Backlog(), 10), total, rowCount(stored, estimated)})
 	if err := table(a.stdout, []string{"LANE", "BACKLOG", "OLDEST PENDING", "STORED", "LAST RELAYED"}, rows); err != nil {
 		return err
 	}
 	fmt.Fprintln(a.stdout)
+	var inboxEstimated bool
+	for _, g := range st.Inbox {
+		inboxEstimated = inboxEstimated || g.Estimated
+	}
 	summary := [][]string{
 		{"Relay consumer group:", st.ConsumerGroup},
 		{"Relay dead letters:", deadLetterSummary(st.DeadLetters)},
 		{"Consumer dead letters:", deadLetterSummary(st.ConsumerDeadLetters)},
-		{"Inbox rows:", strconv.FormatInt(st.InboxRows(), 10)},
+		{"Inbox rows:", rowCount(st.InboxRows(), inboxEstimated)},
 	}
 	for _, g := range st.Inbox {
-		summary = append(summary, []string{"  " + g.ConsumerGroup, strconv.FormatInt(g.Rows, 10)})
+		summary = append(summary, []string{"  " + g.ConsumerGroup, rowCount(g.Rows, g.Estimated)})
 	}
-	return a.keyValues(summary)
+	if err := a.keyValues(summary); err != nil {
+		return err
+	}
+	if estimated || inboxEstimated {
+		fmt.Fprintf(a.stdout, "\n~ marks PostgreSQL's planner estimates, for tables above %d MiB; backlogs are exact.\n", observe.ExactCountMaxBytes>>20)
+	}
+	return nil
+}
+
+// rowCount formats a row count, "~" before an estimate.
+func rowCount(n int64, estimated bool) string {
+	if estimated {
+		return "~" + strconv.FormatInt(n, 10)
+	}
+	return strconv.FormatInt(n, 10)
 }
 
 func deadLetterSummary(n int64) string {
