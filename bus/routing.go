@@ -213,13 +213,15 @@ func (c *ConsumerConfig) setRoutingDefaults() {
 // Topics returns the topics the consumer subscribes to.
 func (c *Consumer) Topics() []string { return slices.Clone(c.cfg.Topics) }
 
-// checkHandlerTopics refuses typed handlers that could never run: their
-// event type is routed to a topic the consumer does not subscribe to
-// (ConsumerConfig.Topics leaves it out). Called by Run, once the handlers
-// are fixed.
+// checkHandlerTopics refuses typed handlers that could never run, or would
+// miss events they take: their event type, or an earlier version of it
+// that they receive upcast, is routed to a topic the consumer does not
+// subscribe to (ConsumerConfig.Topics leaves it out). Called by Run, once
+// the handlers are fixed.
 func (c *Consumer) checkHandlerTopics() error {
+	reg := c.cfg.Registry
 	var errs []error
-	for _, t := range c.cfg.Registry.types {
+	for _, t := range reg.types {
 		k := typeKey{t.Name, t.Version}
 		if len(c.plain[k])+len(c.tx[k]) == 0 {
 			continue
@@ -232,6 +234,22 @@ func (c *Consumer) checkHandlerTopics() error {
 		if !slices.Contains(c.cfg.Topics, topic) {
 			errs = append(errs, fmt.Errorf("the handler of %s version %d would never run: the routing (%s) sends it to topic %q, which ConsumerConfig.Topics leaves out",
 				t.Name, t.Version, c.cfg.Routing, topic))
+			continue
+		}
+		// Earlier versions that reach this handler upcast.
+		for _, src := range reg.types {
+			if src.Name != t.Name || src.Version >= t.Version || !slices.Contains(reg.UpcastTargets(src.Name, src.Version), t.Version) {
+				continue
+			}
+			srcTopic, err := c.cfg.Routing.TopicOf(src)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			if !slices.Contains(c.cfg.Topics, srcTopic) {
+				errs = append(errs, fmt.Errorf("the handler of %s version %d would never receive version %d, which it takes upcast: the routing (%s) sends version %d to topic %q, which ConsumerConfig.Topics leaves out",
+					t.Name, t.Version, src.Version, c.cfg.Routing, src.Version, srcTopic))
+			}
 		}
 	}
 	return errors.Join(errs...)

@@ -246,6 +246,56 @@ func TestRoutingDisagreementRefused(t *testing.T) {
 		}
 	})
 
+	// A handler of version 2 also receives version 1 events, upcast. With a
+	// routing that gives each version its own topic, Topics that list only
+	// version 2's would lose every version 1 event still in flight: Run
+	// refuses to start (issue 11: the check looked at the handler's own
+	// version only).
+	t.Run("UpcastSourceTopicLeftOut", func(t *testing.T) {
+		perVersion := bus.RouteBy("by name and version", func(et bus.EventType) string {
+			return fmt.Sprintf("%s.v%d", et.Name, et.Version)
+		})
+		cfg := base
+		cfg.Routing = perVersion
+		cfg.Topics = []string{"edupulse.pulse.answered.v2"}
+		c, err := bus.NewConsumer(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := bus.On(c, func(context.Context, gen.PulseAnsweredV2) error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+		runCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		err = c.Run(runCtx)
+		want := `the handler of edupulse.pulse.answered version 2 would never receive version 1, which it takes upcast: the routing (by name and version) sends version 1 to topic "edupulse.pulse.answered.v1", which ConsumerConfig.Topics leaves out`
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("Run: %v, want an error saying %s", err, want)
+		}
+
+		// Both versions' topics listed: the consumer runs.
+		cfg.Topics = []string{"edupulse.pulse.answered.v1", "edupulse.pulse.answered.v2"}
+		if c, err = bus.NewConsumer(cfg); err != nil {
+			t.Fatal(err)
+		}
+		if err := bus.On(c, func(context.Context, gen.PulseAnsweredV2) error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+		runCtx2, cancel2 := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- c.Run(runCtx2) }()
+		select {
+		case err := <-done:
+			cancel2()
+			t.Fatalf("Run with both versions' topics returned early: %v", err)
+		case <-c.Running():
+		}
+		cancel2()
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			t.Fatalf("Run: %v", err)
+		}
+	})
+
 	// An event type without an aggregate type cannot be routed by it: the
 	// outbox refuses the routing when it is made, not at a Publish.
 	t.Run("NoAggregateType", func(t *testing.T) {
