@@ -94,7 +94,8 @@
 // removing an event version. Adding an optional field, an event or a
 // version is compatible. To change a version deliberately, because it was
 // never released, mark it unreleased, or run eventgen once with
-// -accept-breaking; the lock then records the new shape.
+// -accept-breaking NAME@VERSION (a comma-separated list; only the versions
+// listed are accepted); the lock then records the new shape.
 //
 // # What is generated
 //

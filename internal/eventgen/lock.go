@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"go/token"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -61,8 +62,25 @@ type lockInput struct {
 	// Previous is the lock file's current contents, or nil when there is
 	// none yet.
 	Previous []byte
-	// AcceptBreaking accepts breaking changes, rewriting the lock.
-	AcceptBreaking bool
+	// AcceptBreaking lists the event versions ("name@version") whose
+	// breaking changes are accepted, rewriting the lock: those of events
+	// never released. Every entry must name a version with a breaking
+	// change, so that a typo or a stale entry is not carried along.
+	AcceptBreaking []string
+}
+
+// parseAccepted reads lockInput.AcceptBreaking.
+func parseAccepted(list []string) (map[typeKey]bool, error) {
+	accepted := make(map[typeKey]bool, len(list))
+	for _, item := range list {
+		name, ver, ok := strings.Cut(item, "@")
+		v, err := strconv.Atoi(ver)
+		if !ok || name == "" || err != nil || v < 1 {
+			return nil, fmt.Errorf("-accept-breaking: %q is not NAME@VERSION (such as edupulse.pulse.answered@2)", item)
+		}
+		accepted[typeKey{name, v}] = true
+	}
+	return accepted, nil
 }
 
 // buildLock returns the new lock of the events, checked against the
@@ -76,6 +94,11 @@ func buildLock(in lockInput, evs []*event, sh *shaper) (*lockFile, map[*event]in
 				msg: fmt.Sprintf("%v; restore it from version control (deleting it renumbers Kind and forgets the released shapes)", err)}
 		}
 	}
+	accepted, err := parseAccepted(in.AcceptBreaking)
+	if err != nil {
+		return nil, nil, err
+	}
+	used := make(map[typeKey]bool)
 	latest := latestOf(evs)
 	lf := &lockFile{Comment: lockComment, NextKind: 1}
 	prevByKey := make(map[typeKey]*lockEvent)
@@ -99,8 +122,12 @@ func buildLock(in lockInput, evs []*event, sh *shaper) (*lockFile, map[*event]in
 		declared[k] = true
 		if old, ok := prevByKey[k]; ok {
 			entry.Kind = old.Kind
-			if !old.Unreleased && !ev.Unreleased && !in.AcceptBreaking {
+			if !old.Unreleased && !ev.Unreleased {
 				for _, change := range compareEvents(old, entry) {
+					if accepted[k] {
+						used[k] = true
+						continue
+					}
 					errs = append(errs, &posError{pos: ev.pos, msg: fmt.Sprintf("%s version %d (%s): breaking change: %s; %s",
 						ev.WireName, ev.Version, ev.GoName, change, breakingAdvice(ev, latest[ev]))})
 				}
@@ -116,15 +143,28 @@ func buildLock(in lockInput, evs []*event, sh *shaper) (*lockFile, map[*event]in
 		kinds[ev] = entry.Kind
 		lf.Events = append(lf.Events, entry)
 	}
-	if prev != nil && !in.AcceptBreaking {
+	if prev != nil {
 		for _, old := range prev.Events {
 			if declared[old.key()] || old.Unreleased {
 				continue
 			}
+			if accepted[old.key()] {
+				used[old.key()] = true
+				continue
+			}
 			errs = append(errs, &posError{pos: token.Position{Filename: in.Path}, msg: fmt.Sprintf(
 				"%s version %d (%s, Kind %d) is no longer declared: breaking change: events of it already stored would no longer decode; "+
-					"declare it again (mark it retired if no upcaster converts it), or, if it was never released, run eventgen with -accept-breaking",
-				old.Name, old.Version, old.GoType, old.Kind)})
+					"declare it again (mark it retired if no upcaster converts it), or, if it was never released, run eventgen once with -accept-breaking %s@%d",
+				old.Name, old.Version, old.GoType, old.Kind, old.Name, old.Version)})
+		}
+	}
+	for _, item := range in.AcceptBreaking {
+		k, _ := parseAccepted([]string{item})
+		for key := range k {
+			if !used[key] {
+				errs = append(errs, &posError{pos: token.Position{Filename: in.Path}, msg: fmt.Sprintf(
+					"-accept-breaking names %s, which has no breaking change to accept: remove it from the command", item)})
+			}
 		}
 	}
 	if err := joinSorted(errs); err != nil {
@@ -185,7 +225,7 @@ func aggregateJSONName(payload shape, goField string) string {
 
 // breakingAdvice says what to do instead of a breaking change to ev.
 func breakingAdvice(ev, latest *event) string {
-	const escape = "if it was never released, mark it unreleased in its directive (or run eventgen with -accept-breaking)"
+	escape := fmt.Sprintf("if it was never released, mark it unreleased in its directive (or run eventgen once with -accept-breaking %s@%d)", ev.WireName, ev.Version)
 	if ev == latest {
 		return fmt.Sprintf("payloads already stored would not survive it: keep version %d as released and declare version %d with the change, "+
 			"with an %s function converting version %d into it; %s",

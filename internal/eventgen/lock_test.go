@@ -41,7 +41,7 @@ func sourcePackage(t *testing.T, src string) *packages.Package {
 
 // generateSource generates the package of src with a schema lock whose
 // previous contents are prev (nil for none).
-func generateSource(t *testing.T, src string, prev []byte, accept bool) (map[string][]byte, error) {
+func generateSource(t *testing.T, src string, prev []byte, accept ...string) (map[string][]byte, error) {
 	t.Helper()
 	return generate(config{
 		Events: sourcePackage(t, src), BaseDir: "/src/events", Out: "gen",
@@ -95,7 +95,7 @@ func editBase(t *testing.T, pairs ...string) string {
 // unreleased.
 func TestLockBreakingChanges(t *testing.T) {
 	t.Parallel()
-	files, err := generateSource(t, lockBase, nil, false)
+	files, err := generateSource(t, lockBase, nil)
 	if err != nil {
 		t.Fatalf("base: %v", err)
 	}
@@ -137,7 +137,7 @@ func TestLockBreakingChanges(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			src := editBase(t, tc.pairs...)
-			_, err := generateSource(t, src, released, false)
+			_, err := generateSource(t, src, released)
 			if err == nil {
 				t.Fatal("generate succeeded, want a breaking-change error")
 			}
@@ -151,7 +151,7 @@ func TestLockBreakingChanges(t *testing.T) {
 				}
 				for _, advice := range []string{
 					"payloads already stored would not survive it: keep version 1 as released and declare version 2 with the change, with an //eventbus:upcast function converting version 1 into it",
-					"if it was never released, mark it unreleased in its directive (or run eventgen with -accept-breaking)",
+					"if it was never released, mark it unreleased in its directive (or run eventgen once with -accept-breaking test.a.happened@1)",
 				} {
 					if !strings.Contains(lines[i], advice) {
 						t.Errorf("error %d does not say %q:\n%s", i, advice, lines[i])
@@ -161,7 +161,10 @@ func TestLockBreakingChanges(t *testing.T) {
 
 			// Accepted deliberately: by the flag, or because the version was
 			// never released. The Kind number stays.
-			files, err := generateSource(t, src, released, true)
+			if _, err := generateSource(t, src, released, "test.b.happened@1"); err == nil {
+				t.Fatal("accepting another event's breaking changes accepted this one's")
+			}
+			files, err := generateSource(t, src, released, "test.a.happened@1")
 			if err != nil {
 				t.Fatalf("with -accept-breaking: %v", err)
 			}
@@ -169,11 +172,11 @@ func TestLockBreakingChanges(t *testing.T) {
 			if e := lf.Events[0]; e.Name != "test.a.happened" || e.Kind != 1 {
 				t.Errorf("accepted lock lists %s with Kind %d, want test.a.happened with its Kind 1", e.Name, e.Kind)
 			}
-			if _, err := generateSource(t, src, files[lockFileDefault], false); err != nil {
+			if _, err := generateSource(t, src, files[lockFileDefault]); err != nil {
 				t.Errorf("after acceptance, the same declaration fails: %v", err)
 			}
 			unreleased := strings.Replace(src, "//eventbus:event name=test.a.happened", "//eventbus:event unreleased name=test.a.happened", 1)
-			if _, err := generateSource(t, unreleased, released, false); err != nil {
+			if _, err := generateSource(t, unreleased, released); err != nil {
 				t.Errorf("marked unreleased: %v", err)
 			}
 		})
@@ -182,13 +185,13 @@ func TestLockBreakingChanges(t *testing.T) {
 	t.Run("remove the event", func(t *testing.T) {
 		t.Parallel()
 		src := editBase(t, "//eventbus:event name=test.a.happened aggregate=ID", "// no longer an event") + eventB
-		_, err := generateSource(t, src, released, false)
+		_, err := generateSource(t, src, released)
 		want := lockFileDefault + ": test.a.happened version 1 (A, Kind 1) is no longer declared: breaking change: events of it already stored would no longer decode; " +
-			"declare it again (mark it retired if no upcaster converts it), or, if it was never released, run eventgen with -accept-breaking"
+			"declare it again (mark it retired if no upcaster converts it), or, if it was never released, run eventgen once with -accept-breaking test.a.happened@1"
 		if err == nil || err.Error() != want {
 			t.Fatalf("error:\n%v\nwant\n%s", err, want)
 		}
-		files, err := generateSource(t, src, released, true)
+		files, err := generateSource(t, src, released, "test.a.happened@1")
 		if err != nil {
 			t.Fatalf("with -accept-breaking: %v", err)
 		}
@@ -198,11 +201,45 @@ func TestLockBreakingChanges(t *testing.T) {
 	})
 }
 
+// TestLockAcceptBreakingNamesEachVersion checks that -accept-breaking
+// accepts the breaking changes of the event versions it lists and no
+// others (it used to accept every change of the run), and refuses an entry
+// with nothing to accept, such as a typo.
+func TestLockAcceptBreakingNamesEachVersion(t *testing.T) {
+	t.Parallel()
+	base := lockBase + eventB
+	files, err := generateSource(t, base, nil)
+	if err != nil {
+		t.Fatalf("base: %v", err)
+	}
+	released := files[lockFileDefault]
+	// Both events change their json tag.
+	both := strings.Replace(strings.Replace(base, `json:"title"`, `json:"heading"`, 1),
+		"type B struct {\n\tID string `json:\"id\"`", "type B struct {\n\tID string `json:\"key\"`", 1)
+	_, err = generateSource(t, both, released, "test.a.happened@1")
+	if err == nil || !strings.Contains(err.Error(), "test.b.happened version 1 (B): breaking change: field id") || strings.Contains(err.Error(), "test.a.happened version 1") {
+		t.Fatalf("accepting A only: %v; want B's breaking change refused, A's accepted", err)
+	}
+	if _, err := generateSource(t, both, released, "test.a.happened@1", "test.b.happened@1"); err != nil {
+		t.Fatalf("accepting both: %v", err)
+	}
+	for _, tc := range []struct{ item, want string }{
+		{"test.a.hapened@1", "-accept-breaking names test.a.hapened@1, which has no breaking change to accept"},
+		{"test.a.happened", `-accept-breaking: "test.a.happened" is not NAME@VERSION`},
+		{"test.a.happened@x", `-accept-breaking: "test.a.happened@x" is not NAME@VERSION`},
+	} {
+		_, err := generateSource(t, both, released, "test.a.happened@1", "test.b.happened@1", tc.item)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("with %s: %v, want an error saying %s", tc.item, err, tc.want)
+		}
+	}
+}
+
 // TestLockCompatibleChanges checks that the changes payloads already
 // stored survive pass the lock, keeping every Kind number.
 func TestLockCompatibleChanges(t *testing.T) {
 	t.Parallel()
-	files, err := generateSource(t, lockBase, nil, false)
+	files, err := generateSource(t, lockBase, nil)
 	if err != nil {
 		t.Fatalf("base: %v", err)
 	}
@@ -239,7 +276,7 @@ func TestLockCompatibleChanges(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			files, err := generateSource(t, tc.src(t), released, false)
+			files, err := generateSource(t, tc.src(t), released)
 			if err != nil {
 				t.Fatalf("generate: %v", err)
 			}
@@ -276,12 +313,12 @@ func TestLockCompatibleChanges(t *testing.T) {
 func TestLockRemovedUnreleased(t *testing.T) {
 	t.Parallel()
 	draft := lockBase + strings.Replace(eventB, "aggregate=ID", "aggregate=ID unreleased", 1)
-	files, err := generateSource(t, draft, nil, false)
+	files, err := generateSource(t, draft, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	withC := lockBase + strings.ReplaceAll(strings.Replace(eventB, "test.b", "test.c", 1), "B", "C")
-	files, err = generateSource(t, withC, files[lockFileDefault], false)
+	files, err = generateSource(t, withC, files[lockFileDefault])
 	if err != nil {
 		t.Fatalf("removing an unreleased event: %v", err)
 	}
@@ -307,7 +344,7 @@ func TestLockUnreadable(t *testing.T) {
 		"kind twice":     `{"comment": "", "next_kind": 3, "events": [{"name": "x.y", "version": 1, "kind": 1}, {"name": "x.z", "version": 1, "kind": 1}]}`,
 		"kind too big":   `{"comment": "", "next_kind": 2, "events": [{"name": "x.y", "version": 1, "kind": 2}]}`,
 	} {
-		_, err := generateSource(t, lockBase, []byte(lock), false)
+		_, err := generateSource(t, lockBase, []byte(lock))
 		if err == nil || !strings.HasPrefix(err.Error(), lockFileDefault+": ") || !strings.Contains(err.Error(), "restore it from version control") {
 			t.Errorf("%s: %v", name, err)
 		}

@@ -21,7 +21,8 @@
 //	-sqlc-out dir       sqlc's output directory: its files of removed query files are removed
 //	-lock file          the schema lock, relative to the events package's directory
 //	                    (default eventbus.lock.json); empty for none
-//	-accept-breaking    accept breaking changes to locked event versions, rewriting the lock
+//	-accept-breaking l  accept the breaking changes of the event versions listed
+//	                    (NAME@VERSION, comma-separated), rewriting the lock
 //	-schemas dir        write a JSON Schema (draft 2020-12) per event version into dir
 //	-asyncapi file      write an AsyncAPI 3.0 document of the events
 //	-asyncapi-topics r  the routing of its channels: name (default), aggregate:PREFIX, single:TOPIC
@@ -84,7 +85,7 @@ type options struct {
 	SQLCPackage     string
 	SQLCOut         string
 	Lock            string
-	AcceptBreaking  bool
+	AcceptBreaking  string
 	Schemas         string
 	AsyncAPI        string
 	AsyncAPITopics  string
@@ -102,7 +103,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.SQLCPackage, "sqlc-package", "", "import `path` of the sqlc package generated from -queries; adds typed query wrappers")
 	fs.StringVar(&o.SQLCOut, "sqlc-out", "", "sqlc's output `directory` for -queries: its files of query files no longer generated are removed (sqlc never removes them)")
 	fs.StringVar(&o.Lock, "lock", lockFileDefault, "the schema lock `file`, relative to the events package's directory; empty for none")
-	fs.BoolVar(&o.AcceptBreaking, "accept-breaking", false, "accept breaking changes to released event versions and rewrite the lock (for events never released)")
+	fs.StringVar(&o.AcceptBreaking, "accept-breaking", "", "accept the breaking changes of the event versions in `list` (NAME@VERSION, comma-separated) and rewrite the lock (for events never released)")
 	fs.StringVar(&o.Schemas, "schemas", "", "write a JSON Schema (draft 2020-12) per event version into `directory`")
 	fs.StringVar(&o.AsyncAPI, "asyncapi", "", "write an AsyncAPI 3.0 document of the events to `file`")
 	fs.StringVar(&o.AsyncAPITopics, "asyncapi-topics", "name", "the `routing` of the AsyncAPI channels: name (a topic per wire name, the outbox default), aggregate:PREFIX or single:TOPIC")
@@ -145,7 +146,11 @@ func newConfig(opts options, pkg *packages.Package, baseDir string) (config, err
 		AsyncAPITopics:  opts.AsyncAPITopics,
 		AsyncAPIVersion: opts.AsyncAPIVersion,
 	}
-	cfg.Lock.AcceptBreaking = opts.AcceptBreaking
+	if opts.AcceptBreaking != "" {
+		for _, item := range strings.Split(opts.AcceptBreaking, ",") {
+			cfg.Lock.AcceptBreaking = append(cfg.Lock.AcceptBreaking, strings.TrimSpace(item))
+		}
+	}
 	if opts.Lock == "" {
 		return cfg, nil
 	}
