@@ -5,6 +5,10 @@
 //
 //	go run github.com/edupulse/eventbus/internal/cmd/eventbus status
 //
+// It knows no application's event types: tail and dlq show read an event's
+// name, version and aggregate from its metadata and print its JSON payload
+// as stored, so it serves any application's outbox.
+//
 // Run it without arguments for the list of commands. Output is a
 // human-readable table by default and JSON with --json. The exit status is
 // 0 on success, 1 on an error and 2 on a usage error.
@@ -25,7 +29,6 @@ import (
 
 	"github.com/edupulse/eventbus/bus"
 	"github.com/edupulse/eventbus/bus/broker"
-	"github.com/edupulse/eventbus/gen"
 )
 
 // Exit statuses.
@@ -55,8 +58,8 @@ Commands:
   dlq park LANE [--group G]     move the event a lane is stuck on to the dead letters
   groups list                   relay groups: registered, last seen, backlog
   groups drop GROUP             retire a relay group (the cleaner stops keeping rows for it)
-  tail [-n N] [--from-start] [--follow]
-                                print outbox events, decoded by name
+  tail [-n N] [--from-start] [--follow] [--pretty]
+                                print outbox events: name, version, aggregate, JSON
   relay [--broker URL]          relay the outbox to a broker until interrupted
 
 Dead letters are of two kinds. A relay dead letter is an outbox event the
@@ -81,7 +84,7 @@ func main() {
 // run runs the eventbus command line args (without the program name) and
 // returns the exit status.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	a := &app{stdin: os.Stdin, stdout: stdout, stderr: stderr, getenv: os.Getenv, registry: gen.Registry()}
+	a := &app{stdin: os.Stdin, stdout: stdout, stderr: stderr, getenv: os.Getenv}
 	return a.main(ctx, args)
 }
 
@@ -90,7 +93,11 @@ type app struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
 	getenv         func(string) string
-	registry       *bus.Registry
+	// registry, when set, decodes events into their types before printing
+	// them (upcasters applied, unknown names said so). The command itself
+	// sets none: it works for any application's events, decoding them by
+	// the name and version in their metadata and printing their JSON.
+	registry *bus.Registry
 
 	// Global flags.
 	databaseURL string
@@ -108,6 +115,7 @@ type app struct {
 	tailN         int           // tail
 	tailFromStart bool          // tail
 	tailFollow    bool          // tail
+	tailPretty    bool          // tail
 	tailInterval  time.Duration // tail
 	relayOpts     relayOptions  // relay; its brokerURL for dlq replay too
 }
@@ -279,7 +287,7 @@ func (a *app) commands() map[string]command {
 			run: a.groupsList},
 		{name: "groups drop", args: "GROUP", help: "Retires a relay group: deletes its registration and its offsets, so that the\ncleaner no longer keeps outbox rows for it. Stop the group's relays first: a\nrunning relay registers its group again and relays the stored rows from the start.",
 			run: a.groupsDrop, nargs: [2]int{1, 1}},
-		{name: "tail", help: "Prints outbox events, decoded by name: the last N ones, or all with\n--from-start, then, with --follow, each event as its transaction commits,\nuntil interrupted. Events of unknown names are printed raw.",
+		{name: "tail", help: "Prints outbox events: the last N ones, or all with --from-start, then, with\n--follow, each event as its transaction commits, until interrupted. Each\nevent is read from the outbox row alone, whatever application wrote it: its\nname, version, aggregate and id from the metadata, its payload as the JSON\nstored (indented under the event with --pretty). A row that is not a\nwell-formed outbox envelope is printed raw, saying why.",
 			flags: a.tailFlags, run: a.tail},
 		{name: "relay", help: "Runs a relay process: publishes the outbox's events to the broker until\ninterrupted (SIGINT, SIGTERM), then finishes the events in flight.",
 			flags: a.relayFlags, run: a.relay},
