@@ -622,6 +622,10 @@ func TestErrors(t *testing.T) {
 		{"malformed DSN", "host=localhost port=x password=" + secret, "malformed database URL"},
 		{"unreachable URL", "postgres://alice:" + secret + "@127.0.0.1:1/db?connect_timeout=5", "database unreachable at postgres://alice:xxxxx@127.0.0.1:1/db"},
 		{"unreachable DSN", "host=127.0.0.1 port=1 user=alice password='" + secret + "' dbname=db connect_timeout=5", "database unreachable at host=127.0.0.1 port=1 user=alice password=xxxxx"},
+		// Other databases' URLs and DSNs: masked as written, nothing else changed.
+		{"mysql URL", "mysql://alice:" + secret + "@tcp(localhost:3306)/db", "malformed database URL mysql://alice:xxxxx@tcp(localhost:3306)/db: "},
+		{"mysql URL, user only", "mysql://alice@localhost:3306/db", "malformed database URL mysql://alice@localhost:3306/db: "},
+		{"mysql DSN", "alice:" + secret + "@tcp(localhost:3306)/db", "malformed database URL alice:xxxxx@tcp(localhost:3306)/db: "},
 	} {
 		for _, cmd := range [][]string{{"status"}, {"migrate"}, {"dlq", "list"}} {
 			r := cli(t, append(cmd, "--database-url", tc.dsn)...)
@@ -630,6 +634,10 @@ func TestErrors(t *testing.T) {
 			}
 			if strings.Contains(r.stderr+r.stdout, secret) {
 				t.Errorf("%s, %s: the password leaked: %s", tc.name, cmd, r)
+			}
+			// pgx dials twice (sslmode=prefer): the refusal is told once.
+			if strings.Contains(tc.name, "unreachable") && (strings.Count(r.stderr, "connection refused") != 1 || strings.Count(r.stderr, "\n") != 1) {
+				t.Errorf("%s, %s: want the refusal once, on one line: %s", tc.name, cmd, r)
 			}
 		}
 	}
