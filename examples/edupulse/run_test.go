@@ -43,7 +43,7 @@ func runOnce(t *testing.T, ctx context.Context, cfg config) runResult {
 // second run on the database of a first passes, and so does a third after
 // an interrupted one left events behind.
 func TestRunTwiceOnOneDatabase(t *testing.T) {
-	cfg := smallRun(t, "-drain-timeout", "30s")
+	cfg := smallRun(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	for i := range 2 {
