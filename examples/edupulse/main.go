@@ -50,6 +50,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/edupulse/eventbus/bus"
 	"github.com/edupulse/eventbus/bus/broker"
 )
 
@@ -140,6 +141,10 @@ type config struct {
 	// onConsume, if set, is called by the notifications consumer before it
 	// handles an event (tests hold the drain back with it).
 	onConsume func(ctx context.Context) error
+	// lostCommit, if set, is asked about each event committed: true hides
+	// the commit from the run's counters, as when an interrupt cuts off
+	// COMMIT's reply and the producer never learns that it succeeded.
+	lostCommit func(ev bus.Event) bool
 }
 
 const usageHeader = `Usage: edupulse [flags]

@@ -73,7 +73,15 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		return err
 	}
 	stats := newRunStats()
-	svc := &service{pool: pool, outbox: outbox, committed: stats.committed, scope: stats.addAggregate}
+	committed := stats.committed
+	if cfg.lostCommit != nil {
+		committed = func(ev bus.Event, at time.Time) {
+			if !cfg.lostCommit(ev) {
+				stats.committed(ev, at)
+			}
+		}
+	}
+	svc := &service{pool: pool, outbox: outbox, committed: committed, scope: stats.addAggregate}
 
 	// The consumers take the outbox's routing (they are given the outbox),
 	// so both sides agree on the topics. Badges reads only the topics of

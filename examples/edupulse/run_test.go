@@ -6,9 +6,12 @@ import (
 	"errors"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/edupulse/eventbus/bus"
+	"github.com/edupulse/eventbus/gen"
 	"github.com/edupulse/eventbus/internal/pgtest"
 )
 
@@ -180,5 +183,22 @@ func TestDatabaseRefused(t *testing.T) {
 	r = runOnce(t, context.Background(), cfg)
 	if r.code != exitFailed || !strings.Contains(r.stderr, "malformed database URL mysql://alice@localhost:3306/db: ") {
 		t.Fatalf("a mysql URL: exit %d\nstderr:\n%s", r.code, r.stderr)
+	}
+}
+
+// TestCommitTheProducerNeverLearnt: an interrupt can cut off COMMIT's reply,
+// so that a producer never learns that its transaction committed. The run
+// waits for what the database holds, not for what the producers counted:
+// such an event drains and is checked like the others.
+func TestCommitTheProducerNeverLearnt(t *testing.T) {
+	cfg := smallRun(t)
+	var lost atomic.Int32
+	cfg.lostCommit = func(ev bus.Event) bool {
+		_, answered := ev.(gen.PulseAnsweredV2)
+		return answered && lost.CompareAndSwap(0, 1)
+	}
+	r := runOnce(t, context.Background(), cfg)
+	if r.err != nil || lost.Load() != 1 || !strings.Contains(r.stdout, "consistency check: OK") {
+		t.Fatalf("%v (lost %d)\nstdout:\n%s\nstderr:\n%s", r.err, lost.Load(), r.stdout, r.stderr)
 	}
 }
