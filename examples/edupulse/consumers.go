@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -51,54 +52,82 @@ func awardBadges(badgeEvery int) func(ctx context.Context, tx pgx.Tx, ev gen.Pul
 // notifier is the notifications consumer. It implements gen.Handler
 // directly, so declaring a new event type fails to compile until it is
 // handled here. gen.Handler takes each event at its latest version:
-// gen.Dispatch converts PulseAnswered version 1 into version 2.
+// gen.Dispatch converts PulseAnswered version 1 into version 2. (run
+// counts the events it handled, as published.)
 type notifier struct {
 	logger *slog.Logger
-	stats  *runStats
 }
 
 var _ gen.Handler = (*notifier)(nil)
 
 func (n *notifier) HandleBadgeAwarded(ctx context.Context, e gen.BadgeAwarded) error {
 	n.logger.DebugContext(ctx, "notify: badge awarded", "user", e.UserID, "reason", e.Reason)
-	n.stats.consumed(e)
 	return nil
 }
 
 func (n *notifier) HandleLessonPublished(ctx context.Context, e gen.LessonPublished) error {
 	n.logger.DebugContext(ctx, "notify: new lesson", "title", e.Title)
-	n.stats.consumed(e)
 	return nil
 }
 
 func (n *notifier) HandlePulseAnsweredV2(ctx context.Context, e gen.PulseAnsweredV2) error {
 	n.logger.DebugContext(ctx, "notify: pulse answered", "pulse", e.PulseID, "student", e.StudentID, "correct", e.Correct)
-	n.stats.consumed(e)
 	return nil
 }
 
 func (n *notifier) HandlePulseCreated(ctx context.Context, e gen.PulseCreated) error {
 	n.logger.DebugContext(ctx, "notify: new pulse", "title", e.Title)
-	n.stats.consumed(e)
 	return nil
 }
 
 // runStats counts what the example did, for the progress line and the
-// summary.
+// summary. Its scope is this run's: the aggregates (pulses, lessons,
+// students) it created, so that events of earlier runs on the same
+// database, still relayed, are left out.
 type runStats struct {
 	mu          sync.Mutex
 	published   map[string]int // by kind (wire name, @vN above version 1)
 	committedAt map[uuid.UUID]time.Time
-	kindOf      map[uuid.UUID]string // the kind each committed event was published as
-	seen        map[uuid.UUID]int    // notifications: deliveries per event id
-	byKind      map[string]int       // notifications: distinct events per kind published
-	latencies   []time.Duration      // commit to consume, first delivery
+	aggregates  map[string]bool   // this run's aggregate ids
+	students    []uuid.UUID       // this run's students
+	seen        map[uuid.UUID]int // notifications: deliveries per event id, this run's events
+	byKind      map[string]int    // notifications: distinct events per kind published, this run's
+	latencies   []time.Duration   // commit to consume, first delivery
 	relayed     int64
+	foreign     int // notifications: events of earlier runs handled
 }
 
 func newRunStats() *runStats {
 	return &runStats{published: map[string]int{}, committedAt: map[uuid.UUID]time.Time{},
-		kindOf: map[uuid.UUID]string{}, seen: map[uuid.UUID]int{}, byKind: map[string]int{}}
+		aggregates: map[string]bool{}, seen: map[uuid.UUID]int{}, byKind: map[string]int{}}
+}
+
+// addAggregate puts an aggregate in the run's scope. The service calls it
+// before the transaction that creates the aggregate, so that its events
+// count even if the commit's outcome never reaches the producer.
+func (s *runStats) addAggregate(id uuid.UUID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.aggregates[id.String()] = true
+}
+
+// addStudent puts a student in the run's scope, before its first answer.
+func (s *runStats) addStudent(id uuid.UUID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.aggregates[id.String()] = true
+	s.students = append(s.students, id)
+}
+
+// scope returns the run's students and aggregate ids.
+func (s *runStats) scope() (students []uuid.UUID, aggregates []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	aggregates = make([]string, 0, len(s.aggregates))
+	for id := range s.aggregates {
+		aggregates = append(aggregates, id)
+	}
+	return slices.Clone(s.students), aggregates
 }
 
 // kindName returns the kind of an event: its wire name, with "@vN" for
@@ -113,28 +142,26 @@ func kindName(ev bus.Event) string {
 func (s *runStats) committed(ev bus.Event, at time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	k := kindName(ev)
-	s.published[k]++
+	s.published[kindName(ev)]++
 	s.committedAt[ev.Envelope().ID] = at
-	s.kindOf[ev.Envelope().ID] = k
 }
 
+// consumed counts an event the notifications consumer handled, as it was
+// published (PulseAnswered version 1 as version 1).
 func (s *runStats) consumed(ev bus.Event) {
 	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if !s.aggregates[ev.Envelope().AggregateID] {
+		s.foreign++
+		return
+	}
 	id := ev.Envelope().ID
 	s.seen[id]++
 	if s.seen[id] > 1 {
 		return
 	}
-	// Count by the kind the event was published as: the handlers receive
-	// PulseAnswered version 1 converted into version 2.
-	k, ok := s.kindOf[id]
-	if !ok {
-		k = kindName(ev)
-	}
-	s.byKind[k]++
+	s.byKind[kindName(ev)]++
 	// Chained events (BadgeAwarded) commit inside the badges consumer; their
 	// latency is measured from when they occurred.
 	at, ok := s.committedAt[id]

@@ -18,7 +18,7 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 // TestScenario runs the example end to end on a test database and the
 // default in-process broker, and expects its consistency check to pass.
 func TestScenario(t *testing.T) {
-	cfg, err := parseFlags([]string{"-students", "20", "-answers", "6", "-pulses", "5", "-lessons", "3", "-progress=false"}, &bytes.Buffer{})
+	cfg, err := parseFlags([]string{"-students", "20", "-answers", "6", "-pulses", "5", "-lessons", "3", "-progress=false"}, noEnv, &bytes.Buffer{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +56,7 @@ func TestScenario(t *testing.T) {
 // TestMetricsEndpoint runs the example with -metrics-addr and scrapes it
 // while it runs.
 func TestMetricsEndpoint(t *testing.T) {
-	cfg, err := parseFlags([]string{"-students", "10", "-answers", "3", "-progress=false", "-metrics-addr", "127.0.0.1:0"}, &bytes.Buffer{})
+	cfg, err := parseFlags([]string{"-students", "10", "-answers", "3", "-progress=false", "-metrics-addr", "127.0.0.1:0"}, noEnv, &bytes.Buffer{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,3 +106,6 @@ func TestMetricsEndpoint(t *testing.T) {
 		}
 	}
 }
+
+// noEnv is an empty environment.
+func noEnv(string) string { return "" }

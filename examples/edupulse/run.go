@@ -20,13 +20,20 @@ import (
 	_ "github.com/edupulse/eventbus/bus/broker/all" // -broker can name any adapter
 	"github.com/edupulse/eventbus/gen"
 	"github.com/edupulse/eventbus/internal/db"
+	"github.com/edupulse/eventbus/internal/pgdsn"
 	"github.com/edupulse/eventbus/internal/pgserver"
 	"github.com/edupulse/eventbus/schema"
 )
 
 // run runs the scenario and returns an error if anything failed, the
-// consistency check included.
+// consistency check included; errInterrupted if an interrupt stopped it
+// before the events committed drained.
 func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
+	// The flags first, the broker URL's scheme included: a mistake fails
+	// before PostgreSQL starts.
+	if err := cfg.validate(); err != nil {
+		return err
+	}
 	logger := newLogger(stderr, cfg.Verbose)
 	dbURL := cfg.DatabaseURL
 	if dbURL == "" {
@@ -40,9 +47,11 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	pool, err := pgxpool.New(ctx, dbURL)
+	// Connect and ping before anything uses the pool: a server that is
+	// down is reported as such, once, not as a failed migration.
+	pool, err := pgdsn.Connect(ctx, dbURL, pgdsn.Options{})
 	if err != nil {
-		return fmt.Errorf("connect to PostgreSQL: %w", err)
+		return err
 	}
 	defer pool.Close()
 	if _, err := schema.Migrate(ctx, pool, schema.Options{Lanes: cfg.Lanes}); err != nil {
@@ -64,7 +73,15 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		return err
 	}
 	stats := newRunStats()
-	svc := &service{pool: pool, outbox: outbox, committed: stats.committed}
+	committed := stats.committed
+	if cfg.lostCommit != nil {
+		committed = func(ev bus.Event, at time.Time) {
+			if !cfg.lostCommit(ev) {
+				stats.committed(ev, at)
+			}
+		}
+	}
+	svc := &service{pool: pool, outbox: outbox, committed: committed, scope: stats.addAggregate}
 
 	// The consumers take the outbox's routing (they are given the outbox),
 	// so both sides agree on the topics. Badges reads only the topics of
@@ -92,8 +109,21 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	note := &notifier{logger: logger, stats: stats}
-	if err := notifications.OnAny(func(ctx context.Context, ev bus.Event) error { return gen.Dispatch(ctx, note, ev) }); err != nil {
+	note := &notifier{logger: logger}
+	if err := notifications.OnAny(func(ctx context.Context, ev bus.Event) error {
+		if cfg.onConsume != nil {
+			if err := cfg.onConsume(ctx); err != nil {
+				return err
+			}
+		}
+		if err := gen.Dispatch(ctx, note, ev); err != nil {
+			return err
+		}
+		// Counted as published: version 1 of PulseAnswered as version 1,
+		// although the handler received it converted.
+		stats.consumed(ev)
+		return nil
+	}); err != nil {
 		return err
 	}
 
@@ -139,15 +169,11 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	}
 
 	start := time.Now()
-	produceErr := produce(ctx, cfg, svc)
-	drainCtx, drainTimeout := ctx, cfg.DrainTimeout
-	if ctx.Err() != nil {
-		// Interrupted: producers stopped; let what committed drain for a
-		// moment (a second Ctrl-C ends the process at once).
-		fmt.Fprintln(stderr, "\nedupulse: interrupted: draining what was committed (Ctrl-C again to quit now)")
-		drainCtx, drainTimeout = context.WithoutCancel(ctx), min(cfg.DrainTimeout, 15*time.Second)
+	produceErr := produce(ctx, cfg, svc, stats)
+	if cfg.onDrain != nil {
+		cfg.onDrain()
 	}
-	drainErr := waitDrained(drainCtx, drainTimeout, pool, stats, badges)
+	drained, state, drainErr := waitDrained(ctx, cfg, pool, stats, stderr)
 	elapsed := time.Since(start)
 
 	stopAll()
@@ -156,20 +182,31 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		<-progressDone
 		fmt.Fprintln(stderr)
 	}
-	if ctx.Err() != nil {
-		fmt.Fprintln(stderr, "edupulse: stopped cleanly after the interrupt")
+	interrupted := ctx.Err() != nil
+	if err := errors.Join(produceErr, drainErr, runErr); err != nil {
+		return err
+	}
+	if !drained {
+		// Not a consistency failure: the check would count events still on
+		// their way.
+		if interrupted {
+			return fmt.Errorf("%w: the events committed did not drain within -interrupt-drain %s (%s): consistency not checked; "+
+				"they are in the outbox and the broker still (eventbus status shows the backlog)", errInterrupted, cfg.InterruptDrain, state)
+		}
+		return fmt.Errorf("the events did not drain within -drain-timeout %s (%s): consistency not checked", cfg.DrainTimeout, state)
 	}
 
 	rep, err := buildReport(context.WithoutCancel(ctx), pool, cfg, stats, badges, notifications, elapsed)
 	if err != nil {
-		return errors.Join(produceErr, drainErr, runErr, err)
-	}
-	rep.print(stdout)
-	if err := errors.Join(produceErr, drainErr, runErr); err != nil {
 		return err
 	}
+	rep.interrupted = interrupted
+	rep.print(stdout)
 	if len(rep.problems) > 0 {
 		return fmt.Errorf("consistency check failed: %d problem(s)", len(rep.problems))
+	}
+	if interrupted {
+		fmt.Fprintln(stderr, "edupulse: stopped cleanly after the interrupt: every event committed before it was consumed, and checked")
 	}
 	return nil
 }
@@ -200,7 +237,7 @@ func countRelayed(stats *runStats) message.HandlerMiddleware {
 
 // produce runs the workload: pulses and lessons, then students answering
 // random pulses, with cfg.Workers concurrent producers.
-func produce(ctx context.Context, cfg config, svc *service) error {
+func produce(ctx context.Context, cfg config, svc *service, stats *runStats) error {
 	instructors := make([]uuid.UUID, cfg.Instructors)
 	for i := range instructors {
 		instructors[i] = uuid.New()
@@ -208,13 +245,20 @@ func produce(ctx context.Context, cfg config, svc *service) error {
 	pulses := make([]uuid.UUID, cfg.Pulses)
 	for i := range pulses {
 		id, err := svc.CreatePulse(ctx, instructors[i%len(instructors)], fmt.Sprintf("Pulse #%d", i+1))
+		if ctx.Err() != nil {
+			return nil // interrupted: stop producing, keep what committed
+		}
 		if err != nil {
 			return fmt.Errorf("create pulse: %w", err)
 		}
 		pulses[i] = id
 	}
 	for i := range cfg.Lessons {
-		if err := svc.PublishLesson(ctx, instructors[i%len(instructors)], fmt.Sprintf("Lesson #%d", i+1)); err != nil {
+		err := svc.PublishLesson(ctx, instructors[i%len(instructors)], fmt.Sprintf("Lesson #%d", i+1))
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
 			return fmt.Errorf("publish lesson: %w", err)
 		}
 	}
@@ -226,6 +270,9 @@ func produce(ctx context.Context, cfg config, svc *service) error {
 	g.SetLimit(cfg.Workers)
 	for s := range cfg.Students {
 		student := uuid.New()
+		// In the run's scope before its first answer: its BadgeAwarded
+		// events are this run's.
+		stats.addStudent(student)
 		rng := rand.New(rand.NewPCG(uint64(s), 42))
 		g.Go(func() error {
 			for n := 0; ; n++ {
@@ -254,36 +301,85 @@ func produce(ctx context.Context, cfg config, svc *service) error {
 	return g.Wait()
 }
 
+// drainState is how far the run's events got, read from the database:
+// the relay's backlog, this run's answers against those the badges
+// consumer counted, and this run's events in the outbox against those the
+// notifications consumer handled.
+type drainState struct {
+	backlog            int64
+	answers, counted   int
+	inOutbox, consumed int
+}
+
+func (s drainState) drained() bool {
+	return s.backlog == 0 && s.counted == s.answers && s.consumed == s.inOutbox
+}
+
+func (s drainState) String() string {
+	return fmt.Sprintf("backlog %d, answers counted %d of %d, events consumed %d of %d", s.backlog, s.counted, s.answers, s.consumed, s.inOutbox)
+}
+
+// readDrainState reads the drain state of this run's events. It reads the
+// database rather than what the producers counted: a commit whose outcome
+// a producer could not learn (an interrupt during COMMIT) is counted too.
+func readDrainState(ctx context.Context, pool *pgxpool.Pool, stats *runStats) (drainState, error) {
+	var st drainState
+	lanes, err := db.New().LaneStatus(ctx, pool, bus.ConsumerGroupDefault)
+	if err != nil {
+		return st, fmt.Errorf("read the backlog: %w", err)
+	}
+	for _, l := range lanes {
+		st.backlog += l.Backlog
+	}
+	students, aggregates := stats.scope()
+	if err := pool.QueryRow(ctx, `SELECT
+			(SELECT count(*) FROM answers WHERE student_id = ANY($1)),
+			(SELECT coalesce(sum(answers), 0) FROM student_progress WHERE student_id = ANY($1)),
+			(SELECT count(*) FROM eventbus_outbox WHERE metadata->>'aggregate_id' = ANY($2))`,
+		students, aggregates).Scan(&st.answers, &st.counted, &st.inOutbox); err != nil {
+		return st, fmt.Errorf("read the run's progress: %w", err)
+	}
+	st.consumed = stats.snapshot().consumed
+	return st, nil
+}
+
 // waitDrained waits until the outbox is relayed and both consumers handled
-// everything, chained badges included.
-func waitDrained(ctx context.Context, timeout time.Duration, pool *pgxpool.Pool, stats *runStats, badges *bus.Consumer) error {
-	deadline := time.Now().Add(timeout)
-	q := db.New()
+// this run's events, chained badges included, for at most
+// cfg.DrainTimeout; after an interrupt (ctx ending, before or while it
+// waits), for at most cfg.InterruptDrain more. It reports whether they
+// drained, and the last state read. Without the progress line it says how
+// the drain goes every second once it takes long or was interrupted.
+func waitDrained(ctx context.Context, cfg config, pool *pgxpool.Pool, stats *runStats, stderr io.Writer) (bool, string, error) {
+	qctx := context.WithoutCancel(ctx)
+	start := time.Now()
+	deadline := start.Add(cfg.DrainTimeout)
+	interrupt := ctx.Done()
+	interrupted := false
+	var lastNote time.Time
 	for {
-		lanes, err := q.LaneStatus(ctx, pool, bus.ConsumerGroupDefault)
-		if err != nil && ctx.Err() == nil {
-			return fmt.Errorf("read backlog: %w", err)
+		st, err := readDrainState(qctx, pool, stats)
+		if err != nil {
+			return false, "", err
 		}
-		var backlog int64
-		for _, l := range lanes {
-			backlog += l.Backlog
+		if st.drained() {
+			return true, st.String(), nil
 		}
-		var badgeRows, answersSeen int
-		_ = pool.QueryRow(ctx, "SELECT (SELECT count(*) FROM badges), (SELECT coalesce(sum(answers), 0) FROM student_progress)").Scan(&badgeRows, &answersSeen)
-		snap := stats.snapshot()
-		stats.mu.Lock()
-		wantAnswers := stats.published[gen.KindPulseAnswered.String()] + stats.published[gen.KindPulseAnsweredV2.String()]
-		stats.mu.Unlock()
-		if backlog == 0 && answersSeen == wantAnswers && snap.consumed == snap.published+badgeRows {
-			return nil
+		now := time.Now()
+		if now.After(deadline) {
+			return false, st.String(), nil
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not drained after %s: backlog %d, answers counted %d of %d, consumed %d of %d",
-				timeout, backlog, answersSeen, wantAnswers, snap.consumed, snap.published+badgeRows)
+		if !cfg.Progress && (interrupted || now.Sub(start) > 5*time.Second) && now.Sub(lastNote) >= time.Second {
+			fmt.Fprintf(stderr, "edupulse: draining: %s (%s left)\n", st, deadline.Sub(now).Round(time.Second))
+			lastNote = now
 		}
 		select {
-		case <-ctx.Done():
-			return nil
+		case <-interrupt:
+			interrupt, interrupted = nil, true
+			fmt.Fprintf(stderr, "\nedupulse: interrupted: producers stopped; draining what was committed for at most %s (-interrupt-drain; Ctrl-C again to quit now)\n",
+				cfg.InterruptDrain)
+			if d := time.Now().Add(cfg.InterruptDrain); d.Before(deadline) {
+				deadline = d
+			}
 		case <-time.After(50 * time.Millisecond):
 		}
 	}

@@ -22,7 +22,7 @@ import (
 // for its name and version (gen/schemas), and its metadata against the
 // headers of its message in gen/asyncapi.json.
 func TestPublishedEventsMatchSchemas(t *testing.T) {
-	cfg, err := parseFlags([]string{"-students", "6", "-answers", "4", "-pulses", "3", "-lessons", "2", "-progress=false"}, &bytes.Buffer{})
+	cfg, err := parseFlags([]string{"-students", "6", "-answers", "4", "-pulses", "3", "-lessons", "2", "-progress=false"}, noEnv, &bytes.Buffer{})
 	if err != nil {
 		t.Fatal(err)
 	}

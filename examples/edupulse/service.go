@@ -38,6 +38,15 @@ type service struct {
 	outbox *bus.Outbox
 	// committed is called with each event after its transaction committed.
 	committed func(ev bus.Event, at time.Time)
+	// scope, if set, is called with the id of each aggregate the service
+	// creates, before the transaction that creates it.
+	scope func(aggregateID uuid.UUID)
+}
+
+func (s *service) inScope(id uuid.UUID) {
+	if s.scope != nil {
+		s.scope(id)
+	}
 }
 
 func (s *service) inTx(ctx context.Context, fn func(tx pgx.Tx) ([]bus.Event, error)) error {
@@ -61,6 +70,7 @@ func (s *service) inTx(ctx context.Context, fn func(tx pgx.Tx) ([]bus.Event, err
 func (s *service) CreatePulse(ctx context.Context, author uuid.UUID, title string) (uuid.UUID, error) {
 	id := uuid.Must(uuid.NewV7())
 	now := time.Now().UTC()
+	s.inScope(id)
 	err := s.inTx(ctx, func(tx pgx.Tx) ([]bus.Event, error) {
 		if _, err := tx.Exec(ctx, "INSERT INTO pulses (id, author_id, title, published_at) VALUES ($1, $2, $3, $4)", id, author, title, now); err != nil {
 			return nil, fmt.Errorf("insert pulse: %w", err)
@@ -74,6 +84,7 @@ func (s *service) CreatePulse(ctx context.Context, author uuid.UUID, title strin
 func (s *service) PublishLesson(ctx context.Context, author uuid.UUID, title string) error {
 	id := uuid.Must(uuid.NewV7())
 	now := time.Now().UTC()
+	s.inScope(id)
 	return s.inTx(ctx, func(tx pgx.Tx) ([]bus.Event, error) {
 		if _, err := tx.Exec(ctx, "INSERT INTO lessons (id, author_id, title, published_at) VALUES ($1, $2, $3, $4)", id, author, title, now); err != nil {
 			return nil, fmt.Errorf("insert lesson: %w", err)

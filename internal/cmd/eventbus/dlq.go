@@ -25,7 +25,8 @@ func (a *app) dlqListFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&a.dlqAll, "all", false, "include replayed dead letters")
 	fs.IntVar(&a.dlqLimit, "limit", 100, "list at most `N` dead letters")
 	fs.StringVar(&a.dlqKind, "kind", "", "list one `kind` only: relay or consumer (default: both)")
-	fs.StringVar(&a.group, "group", "", "list the dead letters of one consumer `group` only (implies --kind consumer)")
+	fs.StringVar(&a.group, "consumer-group", "", "list the dead letters of one consumer `group` only (implies --kind consumer)")
+	a.deprecatedGroupFlag(fs, "consumer-group", &a.group)
 }
 
 // deadLetterJSON is a dead letter of either kind in --json output.
@@ -108,7 +109,7 @@ func (a *app) dlqList(ctx context.Context, _ []string) error {
 		return usagef("dlq list: --kind %q: want relay or consumer", a.dlqKind)
 	}
 	if a.group != "" && a.dlqKind != string(bus.DeadLetterKindConsumer) {
-		return usagef("dlq list: --group lists consumer dead letters: it does not go with --kind %s", a.dlqKind)
+		return usagef("dlq list: --consumer-group lists consumer dead letters: it does not go with --kind %s", a.dlqKind)
 	}
 	dls, closeDB, err := a.dlqOpen(ctx)
 	if err != nil {
@@ -355,6 +356,7 @@ func (a *app) dlqFix(ctx context.Context, args []string) error {
 
 func (a *app) dlqReplayFlags(fs *flag.FlagSet) {
 	fs.StringVar(&a.relayOpts.brokerURL, "broker", "", "broker `URL` to publish a consumer dead letter to (default $"+broker.EnvBroker+")")
+	fs.BoolVar(&a.relayOpts.allowInProcess, "allow-in-process", false, "allow an in-process broker (gochannel://): the dead letter is marked replayed and dropped")
 }
 
 func (a *app) dlqReplay(ctx context.Context, args []string) error {
@@ -392,6 +394,9 @@ func (a *app) dlqReplayConsumer(ctx context.Context, dls *bus.DeadLetters, id in
 	url := cmp.Or(a.relayOpts.brokerURL, a.getenv(broker.EnvBroker))
 	if url == "" {
 		return usagef("dlq replay: dead letter %d is a consumer's: it goes back to its broker topic; pass --broker or set %s", id, broker.EnvBroker)
+	}
+	if _, err := checkInProcess("dlq replay", url, a.relayOpts.allowInProcess); err != nil {
+		return err
 	}
 	logger := slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	b, err := broker.Open(ctx, url, broker.Options{Logger: logger})
@@ -436,7 +441,8 @@ func (a *app) dlqDiscard(ctx context.Context, args []string) error {
 }
 
 func (a *app) dlqParkFlags(fs *flag.FlagSet) {
-	fs.StringVar(&a.group, "group", bus.ConsumerGroupDefault, "relay consumer `group` whose position moves")
+	fs.StringVar(&a.group, "relay-group", bus.ConsumerGroupDefault, "relay `group` whose position moves")
+	a.deprecatedGroupFlag(fs, "relay-group", &a.group)
 }
 
 func (a *app) dlqPark(ctx context.Context, args []string) error {
@@ -459,7 +465,7 @@ func (a *app) dlqPark(ctx context.Context, args []string) error {
 			Action  string `json:"action"`
 			Lane    int    `json:"lane"`
 			EventID string `json:"event_id"`
-			Group   string `json:"consumer_group"`
+			Group   string `json:"relay_group"`
 		}{dl.ID, "parked", dl.Lane, dl.MessageUUID, a.group})
 	}
 	fmt.Fprintf(a.stdout, "Parked event %s (%s) of lane %d as dead letter %d: relay group %s goes on with the next event.\n",

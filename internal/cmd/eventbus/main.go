@@ -5,6 +5,10 @@
 //
 //	go run github.com/edupulse/eventbus/internal/cmd/eventbus status
 //
+// It knows no application's event types: tail and dlq show read an event's
+// name, version and aggregate from its metadata and print its JSON payload
+// as stored, so it serves any application's outbox.
+//
 // Run it without arguments for the list of commands. Output is a
 // human-readable table by default and JSON with --json. The exit status is
 // 0 on success, 1 on an error and 2 on a usage error.
@@ -25,7 +29,6 @@ import (
 
 	"github.com/edupulse/eventbus/bus"
 	"github.com/edupulse/eventbus/bus/broker"
-	"github.com/edupulse/eventbus/gen"
 )
 
 // Exit statuses.
@@ -44,29 +47,42 @@ Commands:
                                 apply the schema (safe to repeat)
   migrate --print-sql [--after VERSION] [--lanes N] [--wakeup notify|poll]
                                 print the schema as plain SQL for another migration tool
-  status [--group G]            outbox backlog per lane, dead letters, inbox
-  dlq list [--all] [--limit N] [--kind relay|consumer] [--group G]
+  status [--relay-group G] [--consumer-group G]
+                                outbox backlog per lane, dead letters, inbox
+  dlq list [--all] [--limit N] [--kind relay|consumer] [--consumer-group G]
                                 list dead letters of both kinds, oldest first
   dlq show ID                   show a dead letter with its payload
   dlq fix ID FILE               replace a dead letter's stored payload (FILE or - for stdin)
   dlq replay ID [--broker URL]  send a dead letter back: a relay's to its outbox lane,
                                 a consumer's to its broker topic
   dlq discard ID                delete a dead letter for good
-  dlq park LANE [--group G]     move the event a lane is stuck on to the dead letters
+  dlq park LANE [--relay-group G]
+                                move the event a lane is stuck on to the dead letters
   groups list                   relay groups: registered, last seen, backlog
   groups drop GROUP             retire a relay group (the cleaner stops keeping rows for it)
-  tail [-n N] [--from-start] [--follow]
-                                print outbox events, decoded by name
-  relay [--broker URL]          relay the outbox to a broker until interrupted
+  tail [-n N] [--from-start] [--follow] [--pretty]
+                                print outbox events: name, version, aggregate, JSON
+  relay [--broker URL] [--relay-group G]
+                                relay the outbox to a broker until interrupted
 
 Dead letters are of two kinds. A relay dead letter is an outbox event the
 relay could never publish. A consumer dead letter is a message a consumer
 gave up on (its handlers kept failing, or it cannot decode it), stored by
 consumers that have a Pool. Ids are unique across both kinds.
 
+Two kinds of groups: a relay group is a set of relay processes that share
+the outbox lanes (--relay-group, default eventbus_relay); a consumer group is
+a set of consumers of broker topics with one inbox (--consumer-group). The
+older --group still works where it did, meaning the same as before, with a
+warning.
+
 Global flags, accepted before or after the command:
   --database-url URL  PostgreSQL URL (default $DATABASE_URL)
   --json              machine-readable JSON output
+
+Environment:
+  DATABASE_URL        PostgreSQL URL when --database-url is not given
+  EVENTBUS_BROKER     broker URL for relay and dlq replay when --broker is not given
 
 Run 'eventbus <command> --help' for the flags of a command.
 `
@@ -81,7 +97,7 @@ func main() {
 // run runs the eventbus command line args (without the program name) and
 // returns the exit status.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	a := &app{stdin: os.Stdin, stdout: stdout, stderr: stderr, getenv: os.Getenv, registry: gen.Registry()}
+	a := &app{stdin: os.Stdin, stdout: stdout, stderr: stderr, getenv: os.Getenv}
 	return a.main(ctx, args)
 }
 
@@ -90,7 +106,11 @@ type app struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
 	getenv         func(string) string
-	registry       *bus.Registry
+	// registry, when set, decodes events into their types before printing
+	// them (upcasters applied, unknown names said so). The command itself
+	// sets none: it works for any application's events, decoding them by
+	// the name and version in their metadata and printing their JSON.
+	registry *bus.Registry
 
 	// Global flags.
 	databaseURL string
@@ -101,13 +121,16 @@ type app struct {
 	wakeup        string        // migrate
 	printSQL      bool          // migrate
 	sqlAfter      int           // migrate --print-sql
-	group         string        // status, relay, dlq park, dlq list
+	group         string        // the relay group: status, relay, dlq park; the consumer group: dlq list
+	consumerGroup string        // status
+	deprecated    []string      // deprecated flags given, warned about
 	dlqAll        bool          // dlq list
 	dlqLimit      int           // dlq list
 	dlqKind       string        // dlq list
 	tailN         int           // tail
 	tailFromStart bool          // tail
 	tailFollow    bool          // tail
+	tailPretty    bool          // tail
 	tailInterval  time.Duration // tail
 	relayOpts     relayOptions  // relay; its brokerURL for dlq replay too
 }
@@ -179,6 +202,9 @@ func (a *app) main(ctx context.Context, args []string) int {
 	if err != nil {
 		return a.fail(usagef("%s: %v", cmd.name, err))
 	}
+	for _, w := range a.deprecated {
+		fmt.Fprintf(a.stderr, "eventbus: %s: %s\n", cmd.name, w)
+	}
 	if len(pos) < cmd.nargs[0] || len(pos) > cmd.nargs[1] {
 		a.commandUsage(a.stderr, cmd, fs)
 		return a.fail(usagef("%s: want %s, got %d argument(s)", cmd.name, orDefault(cmd.args, "no arguments"), len(pos)))
@@ -194,6 +220,17 @@ func orDefault(s, fallback string) string {
 		return fallback
 	}
 	return s
+}
+
+// deprecatedGroupFlag defines --group, the old name of the flag name, on
+// fs: it sets the same variable and warns. A bare --group was read as a
+// consumer group by users when it meant the relay group.
+func (a *app) deprecatedGroupFlag(fs *flag.FlagSet, name string, p *string) {
+	fs.Func("group", "deprecated: the old name of --"+name, func(s string) error {
+		*p = s
+		a.deprecated = append(a.deprecated, "--group is deprecated: it means --"+name+"; say --"+name)
+		return nil
+	})
 }
 
 // globalFlags defines the global flags on fs: they are accepted before and
@@ -279,9 +316,9 @@ func (a *app) commands() map[string]command {
 			run: a.groupsList},
 		{name: "groups drop", args: "GROUP", help: "Retires a relay group: deletes its registration and its offsets, so that the\ncleaner no longer keeps outbox rows for it. Stop the group's relays first: a\nrunning relay registers its group again and relays the stored rows from the start.",
 			run: a.groupsDrop, nargs: [2]int{1, 1}},
-		{name: "tail", help: "Prints outbox events, decoded by name: the last N ones, or all with\n--from-start, then, with --follow, each event as its transaction commits,\nuntil interrupted. Events of unknown names are printed raw.",
+		{name: "tail", help: "Prints outbox events: the last N ones, or all with --from-start, then, with\n--follow, each event as its transaction commits, until interrupted. Each\nevent is read from the outbox row alone, whatever application wrote it: its\nname, version, aggregate and id from the metadata, its payload as the JSON\nstored (indented under the event with --pretty). A row that is not a\nwell-formed outbox envelope is printed raw, saying why.",
 			flags: a.tailFlags, run: a.tail},
-		{name: "relay", help: "Runs a relay process: publishes the outbox's events to the broker until\ninterrupted (SIGINT, SIGTERM), then finishes the events in flight.",
+		{name: "relay", help: "Runs a relay process: publishes the outbox's events to the broker until\ninterrupted (SIGINT, SIGTERM), then finishes the events in flight. An\nin-process broker (gochannel://) is refused without --allow-in-process:\nnothing outside the process could receive the events it acknowledges.",
 			flags: a.relayFlags, run: a.relay},
 	}
 	m := make(map[string]command, len(list))

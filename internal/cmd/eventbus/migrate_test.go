@@ -49,7 +49,7 @@ func TestMigratePrintSQLAppliedByPsqlRunsTheRelay(t *testing.T) {
 	for range 3 {
 		publish(t, pool, ob, gen.NewPulseCreated(uuid.New(), uuid.New(), "printed", time.Now()))
 	}
-	relay := cliBackground(t, "relay", "--database-url", url, "--broker", "gochannel://", "--log-level", "warn")
+	relay := cliBackground(t, "relay", "--database-url", url, "--broker", "gochannel://", "--allow-in-process", "--log-level", "warn")
 	waitDrained(t, pool)
 	if r := relay.stop(t); r.code != exitOK {
 		t.Fatalf("relay: %s", r)

@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -31,18 +33,42 @@ type relayOptions struct {
 	maxAttempts  int
 	retention    time.Duration
 	logLevel     string
+	// allowInProcess lets relay publish to an in-process broker, which
+	// nothing outside the process can read.
+	allowInProcess bool
+}
+
+// inProcessSchemes are the broker schemes whose broker lives in the
+// process that opens it: a relay command publishing there acknowledges
+// every event to nobody.
+var inProcessSchemes = []string{"gochannel"}
+
+// checkInProcess refuses an in-process broker unless allowed; allowed, it
+// returns a warning to log.
+func checkInProcess(cmd, rawURL string, allowed bool) (warning string, err error) {
+	u, perr := url.Parse(rawURL)
+	if perr != nil || !slices.Contains(inProcessSchemes, u.Scheme) {
+		return "", nil
+	}
+	if !allowed {
+		return "", usagef("%s: %s is an in-process broker: nothing outside this process can subscribe to it, so every event "+
+			"would be acknowledged and dropped; pass --allow-in-process to do that on purpose (to empty an outbox, in tests)", cmd, broker.Redact(rawURL))
+	}
+	return "In-process broker: the events are acknowledged and dropped, nothing outside this process receives them", nil
 }
 
 func (a *app) relayFlags(fs *flag.FlagSet) {
 	o := &a.relayOpts
 	fs.StringVar(&o.brokerURL, "broker", "", "broker `URL`, such as nats://127.0.0.1:4222 (default $"+broker.EnvBroker+"); schemes: "+strings.Join(broker.Schemes(), ", "))
-	fs.StringVar(&a.group, "group", bus.ConsumerGroupDefault, "relay consumer `group`: relay processes of one group share the lanes")
+	fs.StringVar(&a.group, "relay-group", bus.ConsumerGroupDefault, "relay `group`: relay processes of one group share the lanes; each group relays every event")
+	a.deprecatedGroupFlag(fs, "relay-group", &a.group)
 	fs.StringVar(&o.lanes, "lanes", "", "relay only these `lanes`, comma-separated (default: all)")
 	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on http://`ADDR`/metrics, such as :9090 (default: off)")
 	fs.DurationVar(&o.pollInterval, "poll-interval", bus.PollIntervalDefault, "how often an idle lane is polled besides NOTIFY wake-ups")
 	fs.IntVar(&o.maxAttempts, "max-attempts", bus.MaxAttemptsDefault, "attempts of an event failing permanently before it is dead-lettered")
 	fs.DurationVar(&o.retention, "retention", bus.RetentionDefault, "how long relayed rows stay in the outbox; negative keeps them")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
+	fs.BoolVar(&o.allowInProcess, "allow-in-process", false, "allow an in-process broker (gochannel://): the events are acknowledged and dropped")
 }
 
 func parseLanes(s string) ([]int, error) {
@@ -67,6 +93,10 @@ func (a *app) relay(ctx context.Context, _ []string) error {
 	}
 	if o.brokerURL == "" {
 		return usagef("relay: no broker: pass --broker or set %s (e.g. nats://127.0.0.1:4222, gochannel://)", broker.EnvBroker)
+	}
+	inProcess, err := checkInProcess("relay", o.brokerURL, o.allowInProcess)
+	if err != nil {
+		return err
 	}
 	lanes, err := parseLanes(o.lanes)
 	if err != nil {
@@ -112,6 +142,9 @@ func (a *app) relay(ctx context.Context, _ []string) error {
 	r, err := bus.NewRelay(cfg)
 	if err != nil {
 		return usagef("relay: %v", err)
+	}
+	if inProcess != "" {
+		logger.Warn(inProcess, "broker", broker.Redact(o.brokerURL))
 	}
 	logger.Info("Relay started", "database", redactDSN(a.databaseURL), "broker", broker.Redact(o.brokerURL),
 		"group", a.group, "lanes", laneList(lanes, n))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"slices"
 	"strconv"
 
 	"github.com/edupulse/eventbus/bus"
@@ -11,17 +12,21 @@ import (
 )
 
 func (a *app) statusFlags(fs *flag.FlagSet) {
-	fs.StringVar(&a.group, "group", bus.ConsumerGroupDefault, "relay consumer `group` whose backlog is shown")
+	fs.StringVar(&a.group, "relay-group", bus.ConsumerGroupDefault, "relay `group` whose backlog is shown (as relay's --relay-group)")
+	fs.StringVar(&a.consumerGroup, "consumer-group", "", "show the inbox rows and dead letters of this consumer `group` only (default: all)")
+	a.deprecatedGroupFlag(fs, "relay-group", &a.group)
 }
 
 // statusJSON is the --json output of status.
 type statusJSON struct {
-	ConsumerGroup string           `json:"consumer_group"`
-	Backlog       int64            `json:"backlog"`
-	Lanes         []laneStatusJSON `json:"lanes"`
-	DeadLetters   int64            `json:"dead_letters"`
+	// RelayGroup is the relay group whose backlog is shown.
+	RelayGroup  string           `json:"relay_group"`
+	Backlog     int64            `json:"backlog"`
+	Lanes       []laneStatusJSON `json:"lanes"`
+	DeadLetters int64            `json:"dead_letters"`
 	// ConsumerDeadLetters counts the consumers' dead letters stored in
-	// PostgreSQL (DeadLetters, the relay's).
+	// PostgreSQL (DeadLetters, the relay's): of --consumer-group only when
+	// given.
 	ConsumerDeadLetters int64     `json:"consumer_dead_letters"`
 	Inbox               inboxJSON `json:"inbox"`
 }
@@ -33,9 +38,14 @@ type laneStatusJSON struct {
 	Stored                  int64   `json:"stored"`
 	// StoredEstimated tells that Stored is the planner's estimate (see
 	// observe.LaneStatus).
-	StoredEstimated       bool     `json:"stored_estimated"`
-	RelayedOffset         int64    `json:"relayed_offset"`
-	LastRelayedAgeSeconds *float64 `json:"last_relayed_age_seconds"`
+	StoredEstimated bool `json:"stored_estimated"`
+	// RelayedOffset is the offset of the last event the relay group
+	// acknowledged on the lane.
+	RelayedOffset int64 `json:"relayed_offset"`
+	// LastRelayedEventAgeSeconds is the age of that event: how long ago it
+	// was written to the outbox, not when it was relayed (which is not
+	// recorded). Null when it is not stored any more.
+	LastRelayedEventAgeSeconds *float64 `json:"last_relayed_event_age_seconds"`
 }
 
 type inboxJSON struct {
@@ -60,15 +70,22 @@ func (a *app) status(ctx context.Context, _ []string) error {
 	if err != nil {
 		return a.schemaError(err)
 	}
+	if a.consumerGroup != "" {
+		st.Inbox = slices.DeleteFunc(st.Inbox, func(g observe.InboxStatus) bool { return g.ConsumerGroup != a.consumerGroup })
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM eventbus_consumer_dead_letters WHERE consumer_group = $1 AND replayed_at IS NULL`,
+			a.consumerGroup).Scan(&st.ConsumerDeadLetters); err != nil {
+			return fmt.Errorf("count the dead letters of consumer group %s: %w", a.consumerGroup, err)
+		}
+	}
 	if a.jsonOut {
-		out := statusJSON{ConsumerGroup: st.ConsumerGroup, Backlog: st.Backlog(), DeadLetters: st.DeadLetters, ConsumerDeadLetters: st.ConsumerDeadLetters,
+		out := statusJSON{RelayGroup: st.ConsumerGroup, Backlog: st.Backlog(), DeadLetters: st.DeadLetters, ConsumerDeadLetters: st.ConsumerDeadLetters,
 			Lanes: []laneStatusJSON{}, Inbox: inboxJSON{Rows: st.InboxRows(), Groups: []inboxGroupJSON{}}}
 		for _, l := range st.Lanes {
 			j := laneStatusJSON{Lane: l.Lane, Backlog: l.Backlog, OldestPendingAgeSeconds: l.OldestPending.Seconds(),
 				Stored: l.Stored, StoredEstimated: l.StoredEstimated, RelayedOffset: l.RelayedOffset}
 			if l.LastRelayedAge >= 0 {
 				s := l.LastRelayedAge.Seconds()
-				j.LastRelayedAgeSeconds = &s
+				j.LastRelayedEventAgeSeconds = &s
 			}
 			out.Lanes = append(out.Lanes, j)
 		}
@@ -93,7 +110,7 @@ func (a *app) status(ctx context.Context, _ []string) error {
 		last := "-"
 		switch {
 		case l.RelayedOffset > 0 && l.LastRelayedAge >= 0:
-			last = fmt.Sprintf("%s ago (offset %d)", age(l.LastRelayedAge), l.RelayedOffset)
+			last = fmt.Sprintf("offset %d, written %s ago", l.RelayedOffset, age(l.LastRelayedAge))
 		case l.RelayedOffset > 0:
 			last = fmt.Sprintf("offset %d", l.RelayedOffset)
 		}
@@ -104,7 +121,7 @@ func (a *app) status(ctx context.Context, _ []string) error {
 		total = age(oldest)
 	}
 	rows = append(rows, []string{"all", strconv.FormatInt(st.Backlog(), 10), total, rowCount(stored, estimated)})
-	if err := table(a.stdout, []string{"LANE", "BACKLOG", "OLDEST PENDING", "STORED", "LAST RELAYED"}, rows); err != nil {
+	if err := table(a.stdout, []string{"LANE", "BACKLOG", "OLDEST PENDING", "STORED", "LAST RELAYED EVENT"}, rows); err != nil {
 		return err
 	}
 	fmt.Fprintln(a.stdout)
@@ -113,10 +130,14 @@ func (a *app) status(ctx context.Context, _ []string) error {
 		inboxEstimated = inboxEstimated || g.Estimated
 	}
 	summary := [][]string{
-		{"Relay consumer group:", st.ConsumerGroup},
+		{"Relay group:", st.ConsumerGroup},
 		{"Relay dead letters:", deadLetterSummary(st.DeadLetters)},
 		{"Consumer dead letters:", deadLetterSummary(st.ConsumerDeadLetters)},
 		{"Inbox rows:", rowCount(st.InboxRows(), inboxEstimated)},
+	}
+	if a.consumerGroup != "" {
+		summary[2][0] = "Consumer dead letters of " + a.consumerGroup + ":"
+		summary[3][0] = "Inbox rows of " + a.consumerGroup + ":"
 	}
 	for _, g := range st.Inbox {
 		summary = append(summary, []string{"  " + g.ConsumerGroup, rowCount(g.Rows, g.Estimated)})

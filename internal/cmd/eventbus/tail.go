@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -32,6 +33,7 @@ func (a *app) tailFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&a.tailFromStart, "from-start", false, "print every stored event first (overrides -n)")
 	fs.BoolVar(&a.tailFollow, "follow", false, "keep printing events as they are committed, until interrupted")
 	fs.BoolVar(&a.tailFollow, "f", false, "short for --follow")
+	fs.BoolVar(&a.tailPretty, "pretty", false, "print each payload indented, on the lines under its event")
 	fs.DurationVar(&a.tailInterval, "interval", time.Second, "with --follow, poll at least this often (commits also wake it up)")
 }
 
@@ -268,8 +270,14 @@ func createdAt(ts pgtype.Timestamptz) *time.Time {
 	return &t
 }
 
-// decode decodes an event's message, bound for the broker topic topic, through the registry; an event it
-// cannot decode keeps its raw payload and says why.
+// decode reads an event's message, bound for the broker topic topic. It
+// needs no event types: the message's metadata names the event and its
+// version, and its payload is the event's JSON, printed as stored. With a
+// registry (an application's generated one, see app.registry) the payload
+// is decoded into the typed event and encoded again, as a consumer's
+// handler would see it; an event the registry does not know is then
+// printed as stored, saying so. An event that cannot be read keeps its raw
+// payload and says why.
 func (a *app) decode(topic string, msg *message.Message) tailEvent {
 	ev := tailEvent{ID: msg.UUID, Topic: topic, Payload: rawJSON(msg.Payload), TraceParent: msg.Metadata.Get(bus.MetadataTraceParent)}
 	env, name, version, err := bus.EnvelopeOf(msg)
@@ -282,6 +290,12 @@ func (a *app) decode(topic string, msg *message.Message) tailEvent {
 	}
 	if err != nil {
 		ev.Error = err.Error()
+		return ev
+	}
+	if a.registry == nil {
+		if !json.Valid(msg.Payload) {
+			ev.Error = "payload is not JSON: printed as a string"
+		}
 		return ev
 	}
 	decoded, err := a.registry.Decode(msg)
@@ -324,6 +338,14 @@ func (a *app) formatEvent(ev tailEvent) string {
 	fmt.Fprintf(&b, " id=%s", ev.ID)
 	if ev.Error != "" {
 		fmt.Fprintf(&b, " (%s)", ev.Error)
+	}
+	if a.tailPretty {
+		var out bytes.Buffer
+		if json.Indent(&out, ev.Payload, "  ", "  ") == nil {
+			b.WriteString("\n  ")
+			b.Write(out.Bytes())
+			return b.String()
+		}
 	}
 	b.WriteString(" ")
 	b.Write(ev.Payload)
