@@ -22,6 +22,8 @@ func TestConformance(t *testing.T) {
 		OrderPerAggregate: true,
 		Refusal:           &brokertest.Refusal{Title: brokertest.OversizedTitle(servers.MaxMessageSize), Error: "PRECONDITION_FAILED - message size"},
 		DeadLetterReader:  amqpbroker.RetainGroup,
+		// A server of its own, not the shared one, which other subtests use.
+		Restartable: func(t *testing.T) brokertest.Restarter { return servers.RestartableRabbitMQ(t) },
 	}, func(t *testing.T) string { return servers.RabbitMQ(t) })
 	t.Run("Groups", func(t *testing.T) { brokertest.RunGroups(t, servers.RabbitMQ(t)) })
 	t.Run("GroupsQuorumQueues", func(t *testing.T) {

@@ -67,6 +67,12 @@ type Features struct {
 	// dead-letter topic (amqpbroker.RetainGroup). Empty: any group
 	// subscribing later reads them.
 	DeadLetterReader string
+	// Restartable starts a broker of the test's own for the restart test
+	// (restart.go), which stops and starts it. Set it or NotRestartable.
+	Restartable func(t *testing.T) Restarter
+	// NotRestartable says why the broker cannot be restarted (the restart
+	// test is then skipped with this reason).
+	NotRestartable string
 }
 
 // Refusal is an event a broker will always refuse: a PulseCreated with
@@ -110,6 +116,7 @@ func Run(t *testing.T, f Features, brokerURL func(t *testing.T) string) {
 			t.Fatal("brokertest: set Features.Refusal, or Features.RefusesNothing with the reason")
 		}
 	})
+	t.Run("ResumesAfterRestarts", func(t *testing.T) { testRestarts(t, f) })
 }
 
 // AppConfig configures App.

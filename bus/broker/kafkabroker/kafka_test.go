@@ -17,6 +17,7 @@ func TestConformance(t *testing.T) {
 	brokertest.Run(t, brokertest.Features{
 		OrderPerAggregate: true,
 		Refusal:           &brokertest.Refusal{Title: brokertest.OversizedTitle(servers.MaxMessageSize), Error: "Message was too large"},
+		Restartable:       func(t *testing.T) brokertest.Restarter { return servers.RestartableKafka(t) },
 	}, func(t *testing.T) string { return servers.Kafka(t) })
 }
 
