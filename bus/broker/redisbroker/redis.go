@@ -30,6 +30,19 @@
 // messages are spread over them regardless of the aggregate: per-aggregate
 // order holds only per subscriber.
 //
+// Restarts and outages: go-redis opens a new connection on the next
+// command, so there is no reconnect loop to back off: the publisher's
+// command fails and the relay retries it; a subscriber whose read failed
+// reads again after watermill-redisstream's fixed pause of 500 ms; a
+// command's own retries pause at most 512 ms (go-redis's
+// max_retry_backoff) or broker.Options.ReconnectMax (2 s by default; the
+// reconnect_max URL parameter sets it), whichever is shorter. A message the
+// server handed to a subscriber whose connection then dropped before the
+// reply arrived stays pending for that subscriber until claim_idle, when a
+// subscriber of the group claims it: it is delivered late, not lost. For
+// the group's state to survive a restart, the server must persist it
+// (appendonly yes, or RDB snapshots at shutdown).
+//
 // Permanent errors (bus.Permanent: the relay dead-letters the event instead
 // of retrying it for as long as it fails): a message with a payload or
 // metadata larger than the server's proto-max-bulk-len (512 MB by default),
@@ -82,6 +95,21 @@ type config struct {
 	maxlen    int64
 	claimIdle time.Duration
 }
+
+// boundRetries bounds go-redis's pause between a command's retries by
+// reconnectMax (broker.Options.ReconnectMax).
+func (c config) boundRetries(reconnectMax time.Duration) {
+	current := c.opts.MaxRetryBackoff
+	if current == 0 {
+		current = goRedisMaxRetryBackoff
+	}
+	if reconnectMax > 0 && current > reconnectMax {
+		c.opts.MaxRetryBackoff = reconnectMax
+	}
+}
+
+// goRedisMaxRetryBackoff is go-redis's default MaxRetryBackoff.
+const goRedisMaxRetryBackoff = 512 * time.Millisecond
 
 func parseURL(u *url.URL) (config, error) {
 	c := config{claimIdle: ClaimIdleDefault}
@@ -140,6 +168,7 @@ func Open(ctx context.Context, u *url.URL, opts broker.Options) (broker.Broker, 
 	if err != nil {
 		return nil, err
 	}
+	cfg.boundRetries(opts.ReconnectMax)
 	cl, err := cfg.client(ctx, "eventbus-publisher")
 	if err != nil {
 		return nil, err
