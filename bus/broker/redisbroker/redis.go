@@ -11,7 +11,8 @@
 //     Trimming drops entries whether or not every group read them.
 //   - claim_idle: a message delivered to a subscriber and not acknowledged
 //     for this long (its subscriber died, or hangs) is claimed by another
-//     subscriber of the group (default 60s).
+//     subscriber of the group (default 60s). A subscriber claims its own
+//     such messages after 10s already (see "Restarts and outages").
 //
 // Layout: one stream per topic, named after the topic. A consumer group is
 // a Redis stream consumer group of the same name, created on first use,
@@ -38,10 +39,12 @@
 // max_retry_backoff) or broker.Options.ReconnectMax (2 s by default; the
 // reconnect_max URL parameter sets it), whichever is shorter. A message the
 // server handed to a subscriber whose connection then dropped before the
-// reply arrived stays pending for that subscriber until claim_idle, when a
-// subscriber of the group claims it: it is delivered late, not lost. For
-// the group's state to survive a restart, the server must persist it
-// (appendonly yes, or RDB snapshots at shutdown).
+// reply arrived stays pending for that subscriber, which claims it again
+// once it is idle for 10 seconds (at most claim_idle), checking every 5
+// seconds: it is delivered late, not lost (watermill-redisstream alone
+// would leave it to claim_idle, 60 s by default). For the group's state to
+// survive a restart, the server must persist it (appendonly yes, or RDB
+// snapshots at shutdown).
 //
 // Permanent errors (bus.Permanent: the relay dead-letters the event instead
 // of retrying it for as long as it fails): a message with a payload or
@@ -84,6 +87,14 @@ const (
 const ClaimIdleDefault = 60 * time.Second
 
 const nackResendSleep = 100 * time.Millisecond
+
+// ownClaimIdle is how long a message pending for a subscriber itself stays
+// idle before the subscriber claims it again, and hands it out once more:
+// across a restart, the server may have handed it a message whose reply
+// the dropped connection lost, and that message would otherwise wait for
+// claim_idle. A message whose handler runs longer than this is handed out
+// again once it is done: a duplicate, which the inbox skips.
+const ownClaimIdle = 10 * time.Second
 
 func init() {
 	broker.Register(Scheme, Open)
@@ -207,8 +218,14 @@ func (b *redisBroker) Subscriber(group string) (message.Subscriber, error) {
 			Consumer:      consumer,
 			ConsumerGroup: group,
 			OldestId:      "0",
-			MaxIdleTime:   b.cfg.claimIdle,
+			// Pending messages idle for ownClaimIdle are looked at: this
+			// subscriber's own are claimed again (see ownClaimIdle), other
+			// subscribers' once idle for claim_idle.
+			MaxIdleTime:   min(ownClaimIdle, b.cfg.claimIdle),
 			ClaimInterval: min(redisstream.DefaultClaimInterval, b.cfg.claimIdle),
+			ShouldClaimPendingMessage: func(p redis.XPendingExt) bool {
+				return p.Idle >= b.cfg.claimIdle || p.Consumer == consumer
+			},
 			// Block at most BlockTime per read, so that Close is not stuck
 			// behind a read waiting for a message.
 			DisableIndefiniteInitialBlock: true,
