@@ -22,7 +22,7 @@ const confirmTimeout = 30 * time.Second
 // max_message_size, a write the user may not make. That is what tells a
 // refusal from an outage.
 type publisher struct {
-	conn      *wamqp.ConnectionWrapper
+	conn      *conn
 	marshaler wamqp.Marshaler
 	chans     chan *pubChannel // free channels, opened on first use
 	done      chan struct{}    // closed by close
@@ -42,7 +42,7 @@ type pubChannel struct {
 	returns chan amqp.Return // mandatory messages the broker could not route
 }
 
-func newPublisher(conn *wamqp.ConnectionWrapper, channels int, queueArgs amqp.Table) *publisher {
+func newPublisher(conn *conn, channels int, queueArgs amqp.Table) *publisher {
 	p := &publisher{conn: conn, marshaler: marshaler{}, chans: make(chan *pubChannel, channels), done: make(chan struct{}), queueArgs: queueArgs}
 	for range channels {
 		p.chans <- &pubChannel{}
@@ -136,10 +136,10 @@ func (p *publisher) withChannel(topic string, fn func(pc *pubChannel) error) err
 		return errPublisherClosed
 	}
 	defer func() { p.chans <- pc }()
-	if !p.conn.IsConnected() {
+	conn, _ := p.conn.current()
+	if conn == nil {
 		return errors.New("not connected to the broker")
 	}
-	conn := p.conn.Connection()
 	if pc.ch == nil || pc.ch.IsClosed() {
 		if err := pc.open(conn); err != nil {
 			return err
