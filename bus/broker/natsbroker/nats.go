@@ -310,7 +310,10 @@ type publisher struct {
 }
 
 func (p *publisher) Publish(topic string, msgs ...*message.Message) error {
-	if !p.conn.IsConnected() {
+	switch {
+	case p.conn.IsClosed():
+		return nats.ErrConnectionClosed
+	case !p.conn.IsConnected():
 		// Fail at once: JetStream requests made while the client
 		// reconnects wait for their timeout (5 s), holding up the retry
 		// that would succeed once the server is back.
