@@ -3,8 +3,11 @@
 // duplicates skipped by the inbox, per-aggregate order where the broker
 // promises it, poison messages dead-lettered without blocking the rest,
 // consumer dead letters stored in PostgreSQL and replayed, or kept on the
-// broker's dead-letter topic until read, and an event the broker refuses
-// for good dead-lettered by the relay while the events behind it go on.
+// broker's dead-letter topic until read, an event the broker refuses for
+// good dead-lettered by the relay while the events behind it go on, and
+// delivery resuming within seconds each time the broker is restarted under
+// a running relay and consumer (restart.go; Features.Restartable gives it a
+// broker it can stop and start).
 //
 // Two versions of one event name, sharing a topic, each reach the typed
 // handler of their own version.
