@@ -68,7 +68,13 @@ func (cn *conn) set(c *amqp.Connection) {
 func (cn *conn) watch(c *amqp.Connection) {
 	defer cn.wg.Done()
 	for {
-		lost := c.NotifyClose(make(chan *amqp.Error, 1))
+		lost, err := notifyClose(c)
+		if err != nil {
+			cn.logger.Error("Recovered from a panic in the AMQP client, reconnecting", err, nil)
+			_ = c.Close()
+			lost = make(chan *amqp.Error, 1)
+			lost <- nil
+		}
 		select {
 		case <-cn.done:
 			return
@@ -82,6 +88,16 @@ func (cn *conn) watch(c *amqp.Connection) {
 		cn.set(c)
 		cn.logger.Info("Reconnected to RabbitMQ", nil)
 	}
+}
+
+// notifyClose is c.NotifyClose, a panic in which is returned as an error.
+func notifyClose(c *amqp.Connection) (ch chan *amqp.Error, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("panic in the AMQP client: %v", r)
+		}
+	}()
+	return c.NotifyClose(make(chan *amqp.Error, 1)), nil
 }
 
 // reconnect dials until it succeeds (returning the connection) or Close is

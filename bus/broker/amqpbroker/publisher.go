@@ -122,8 +122,10 @@ func (p *publisher) PublishDurably(topic string, msgs ...*message.Message) error
 var errReturned = errors.New("returned by the broker")
 
 // withChannel runs fn with a free channel in confirm mode, open on the
-// current connection, on which the topic's exchange is declared.
-func (p *publisher) withChannel(topic string, fn func(pc *pubChannel) error) error {
+// current connection, on which the topic's exchange is declared. A panic in
+// the AMQP client meanwhile (a known class of bugs when a connection drops)
+// is returned as a transient error, and the channel is not used again.
+func (p *publisher) withChannel(topic string, fn func(pc *pubChannel) error) (err error) {
 	var pc *pubChannel
 	select {
 	case <-p.done:
@@ -136,6 +138,15 @@ func (p *publisher) withChannel(topic string, fn func(pc *pubChannel) error) err
 		return errPublisherClosed
 	}
 	defer func() { p.chans <- pc }()
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("panic in the AMQP client: %v", r)
+			if pc.ch != nil {
+				_ = closeQuietly(pc.ch)
+			}
+			*pc = pubChannel{}
+		}
+	}()
 	conn, _ := p.conn.current()
 	if conn == nil {
 		return errors.New("not connected to the broker")
@@ -317,4 +328,15 @@ func permanent(err error) bool {
 		return isCode(err, amqp.AccessRefused)
 	}
 	return isCode(err, amqp.PreconditionFailed, amqp.ContentTooLarge, amqp.AccessRefused)
+}
+
+// closeQuietly closes ch, recovering from a panic the client may raise
+// while doing so.
+func closeQuietly(ch *amqp.Channel) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("panic in the AMQP client: %v", r)
+		}
+	}()
+	return ch.Close()
 }
