@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -43,16 +44,27 @@ func TestRedact(t *testing.T) {
 	}
 }
 
+// optionsSeen receives what the optionstest driver is opened with; tests
+// using it do not run in parallel.
+var optionsSeen func(*url.URL, broker.Options)
+
+// registerOptionsTest registers the optionstest scheme, once per test
+// binary (tests may run with -count).
+var registerOptionsTest = sync.OnceFunc(func() {
+	broker.Register("optionstest", func(_ context.Context, u *url.URL, opts broker.Options) (broker.Broker, error) {
+		optionsSeen(u, opts)
+		return nil, errors.New("not a broker")
+	})
+})
+
 // TestReconnectMax checks that reconnect_max in any URL reaches the driver
 // as Options.ReconnectMax, removed from the URL, with the default when
 // neither sets it.
 func TestReconnectMax(t *testing.T) {
+	registerOptionsTest()
 	var got broker.Options
 	var gotURL *url.URL
-	broker.Register("optionstest", func(_ context.Context, u *url.URL, opts broker.Options) (broker.Broker, error) {
-		got, gotURL = opts, u
-		return nil, errors.New("not a broker")
-	})
+	optionsSeen = func(u *url.URL, opts broker.Options) { got, gotURL = opts, u }
 	ctx := context.Background()
 	for _, tc := range []struct {
 		url       string
