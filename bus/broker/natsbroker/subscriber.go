@@ -110,7 +110,7 @@ func (s *subscriber) Close() error {
 
 // subscription hands a subscription's messages out one at a time, each
 // once the previous one was acked or nacked: the client calls handle for
-// one message at a time.
+// one message at a time. The acks and naks are sent concurrently.
 type subscription struct {
 	s      *subscriber
 	ctx    context.Context
@@ -119,10 +119,11 @@ type subscription struct {
 
 	mu      sync.Mutex
 	stopped bool
-	active  sync.WaitGroup // calls of handle running
+	active  sync.WaitGroup // calls of handle, and acks or naks being sent
 }
 
-// stop unsubscribes, waits for handle to return and closes the output.
+// stop unsubscribes, waits for handle to return and the acks to be sent
+// (or given up: the subscriber is closing) and closes the output.
 func (sub *subscription) stop(ns *nats.Subscription) {
 	sub.mu.Lock()
 	sub.stopped = true
@@ -172,11 +173,16 @@ func (sub *subscription) handle(m *nats.Msg) {
 	}
 	timeout := time.NewTimer(sub.s.ackWait)
 	defer timeout.Stop()
+	// The ack or nak is sent on its own goroutine, so that the next message
+	// is handed out meanwhile: across a restart, the messages the client
+	// holds are handled while their acks wait for the server.
 	select {
 	case <-msg.Acked():
-		sub.settle(m, "ack", fields, func(wait time.Duration) error { return m.AckSync(nats.AckWait(wait)) })
+		sub.active.Add(1)
+		go sub.settle(m, "ack", fields, func(wait time.Duration) error { return m.AckSync(nats.AckWait(wait)) })
 	case <-msg.Nacked():
-		sub.settle(m, "nak", fields, func(wait time.Duration) error { return m.Nak(nats.AckWait(wait)) })
+		sub.active.Add(1)
+		go sub.settle(m, "nak", fields, func(wait time.Duration) error { return m.Nak(nats.AckWait(wait)) })
 	case <-timeout.C:
 		sub.s.logger.Info("No ack within ack_wait: the server delivers the message again", fields)
 	case <-closing:
@@ -192,6 +198,7 @@ func (sub *subscription) handle(m *nats.Msg) {
 // server restart, acks fail with "no responders" until JetStream is back,
 // which is why they are retried; an ack the server got twice is harmless.
 func (sub *subscription) settle(m *nats.Msg, what string, fields watermill.LogFields, send func(wait time.Duration) error) {
+	defer sub.active.Done()
 	closing, ctxDone := sub.done()
 	deadline := time.Now().Add(sub.s.ackWait)
 	pause := ackRetryInitial
