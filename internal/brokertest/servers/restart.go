@@ -189,7 +189,7 @@ func RestartableRedis(tb testing.TB) *Restartable {
 			tb.Fatal(err)
 		}
 		if lastErr = start(port); lastErr != nil {
-			if strings.Contains(p.out.String(), "in use") {
+			if p != nil && strings.Contains(p.out.String(), "in use") {
 				continue // the port was taken meanwhile: try another
 			}
 			break
