@@ -46,7 +46,10 @@ const (
 	// restartBurst is how many events are published at once before each
 	// stop: more than a consumer holds unacknowledged (NATS's
 	// max_ack_pending, 64 by default), so that the broker stops with the
-	// consumer busy.
+	// consumer busy and it is still busy when the broker is back (NATS's
+	// acks fail in that window, until JetStream is ready). The events
+	// published after the restart wait behind what is left of it: on a
+	// heavily loaded machine, that is most of the time measured.
 	restartBurst = 120
 )
 
