@@ -76,6 +76,9 @@ type Features struct {
 	// NotRestartable says why the broker cannot be restarted (the restart
 	// test is then skipped with this reason).
 	NotRestartable string
+	// Restarts is how many times the restart test restarts the broker
+	// (default RestartsDefault, 5).
+	Restarts int
 }
 
 // Refusal is an event a broker will always refuse: a PulseCreated with
