@@ -111,19 +111,21 @@ func testRestarts(t *testing.T, f Features) {
 //     backlog does not grow with the time the broker takes to start
 //     (RabbitMQ: 20-50 s on a loaded machine).
 //   - No burst. An earlier version published 120 events before each stop
-//     so that the consumer would still be busy when the broker came back;
-//     what that was for is now done deterministically: the consumer's
-//     handler holds a marker event until the broker has stopped, so a
-//     message is always in flight, handled and not yet acknowledged, when
-//     the connection drops. Its ack fails, which is what stalled NATS
-//     consumers for ack_wait (issue 10.8). With a consumer allowed only a
-//     few unacknowledged messages, such a failed ack blocks all delivery;
-//     with the default allowance (NATS's max_ack_pending, 64) one failed
-//     ack does not, and a burst only made that more likely, at the cost of
-//     a queue ahead of the measured events. natsbroker's
-//     TestRestartAckStall runs this test with max_ack_pending=1 instead,
-//     where the held marker alone stalled delivery for ack_wait (30 s)
-//     under watermill-nats's subscriber.
+//     so that the consumer would still be busy when the broker came back,
+//     with acks failing then (NATS's stall, issue 10.8); the events
+//     measured then waited behind that queue. What the burst was for is
+//     done without a queue: the consumer's handler holds a marker event
+//     until the broker has stopped, so a message is always in flight,
+//     handled and not yet acknowledged, when the connection drops, and the
+//     steady producer resumes as soon as the broker is back, so messages
+//     are delivered and acknowledged while the clients reconnect and the
+//     broker restores its state, the window in which NATS acks failed with
+//     "no responders". With the default allowance of unacknowledged
+//     messages (NATS's max_ack_pending, 64) one lost ack does not stop
+//     delivery, and a burst only made it likelier that all slots were
+//     held; natsbroker's TestRestartAckStall runs this test with
+//     max_ack_pending=1 instead, where any lost ack stalls its topic for
+//     ack_wait.
 //   - Exactly once. The marker, redelivered or not, and every event the
 //     relay published around a restart (some of them twice, when a publish
 //     was confirmed too late), must end up applied once: the inbox absorbs
