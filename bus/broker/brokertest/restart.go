@@ -247,6 +247,7 @@ func RunRestarts(t *testing.T, r Restarter, cfg RestartConfig) {
 		case <-time.After(restartTraffic):
 		}
 		// The consumer catches up (a bounded backlog, see above).
+		catchUp := time.Now()
 		waitApplied(t, app, pool, ids(snapshot()), restartBacklog, cfg.Timeout)
 
 		// A message in flight: the handler holds the marker until the
@@ -256,11 +257,11 @@ func RunRestarts(t *testing.T, r Restarter, cfg RestartConfig) {
 		seenMu.Lock()
 		hold = m
 		seenMu.Unlock()
-		at := time.Now()
+		markerAt := time.Now()
 		if err := app.Outbox.InTx(ctx, pool, func(context.Context, pgx.Tx) ([]bus.Event, error) { return []bus.Event{ev}, nil }); err != nil {
 			t.Fatalf("restart %d: publish the marker: %v", i+1, err)
 		}
-		record(at, []bus.Event{ev})
+		record(markerAt, []bus.Event{ev})
 		select {
 		case <-m.started:
 		case <-app.done:
@@ -269,6 +270,7 @@ func RunRestarts(t *testing.T, r Restarter, cfg RestartConfig) {
 			t.Fatalf("restart %d: the marker was not delivered within %v", i+1, cfg.Timeout)
 		}
 
+		caughtUp := time.Now()
 		pause(true)
 		if err := r.Stop(); err != nil {
 			close(m.release)
@@ -283,7 +285,7 @@ func RunRestarts(t *testing.T, r Restarter, cfg RestartConfig) {
 		for j := range outage {
 			outage[j] = gen.NewPulseCreated(uuid.New(), uuid.New(), "outage", time.Now().UTC().Truncate(time.Microsecond))
 		}
-		at = time.Now()
+		at := time.Now()
 		if err := app.Outbox.InTx(ctx, pool, func(context.Context, pgx.Tx) ([]bus.Event, error) { return outage, nil }); err != nil {
 			t.Fatalf("restart %d: publish while the broker is down: %v", i+1, err)
 		}
@@ -335,8 +337,9 @@ func RunRestarts(t *testing.T, r Restarter, cfg RestartConfig) {
 			took = max(took, resumed[topic])
 		}
 		worst = max(worst, took)
-		t.Logf("restart %d: down %v, started in %v; the consumer received again %v after the broker was back (per topic: %v)",
-			i+1, back.Sub(stopped).Round(time.Millisecond), back.Sub(stopped.Add(restartOutage)).Round(time.Millisecond),
+		t.Logf("restart %d: caught up in %v, marker handled %v later, stopped in %v, down %v, started in %v; the consumer received again %v after the broker was back (per topic: %v)",
+			i+1, markerAt.Sub(catchUp).Round(time.Millisecond), caughtUp.Sub(markerAt).Round(time.Millisecond), stopped.Sub(caughtUp).Round(time.Millisecond),
+			back.Sub(stopped).Round(time.Millisecond), back.Sub(stopped.Add(restartOutage)).Round(time.Millisecond),
 			took.Round(time.Millisecond), perTopic)
 		if took > resumeWithin {
 			t.Errorf("restart %d: the consumer received again %v after the broker was back, want within %v", i+1, took.Round(time.Millisecond), resumeWithin)
