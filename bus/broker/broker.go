@@ -14,6 +14,16 @@
 // (watermill-sql as the broker). Every adapter uses the message's
 // aggregate id (metadata bus.MetadataAggregateID) as its partition or
 // routing key where the broker has one.
+//
+// # Reconnecting
+//
+// Every adapter reconnects to a broker that went away (restarted, or
+// unreachable for a while), for as long as it takes, and never waits more
+// than Options.ReconnectMax (2 seconds by default) between two attempts,
+// so that subscribers resume within seconds of the broker being back. The
+// URL parameter reconnect_max, which every scheme accepts
+// (nats://host:4222?reconnect_max=5s), overrides it. Each adapter's
+// package doc says how its client reconnects.
 package broker
 
 import (
@@ -27,6 +37,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 )
@@ -49,10 +60,59 @@ type Broker interface {
 	Close() error
 }
 
+// ReconnectMaxDefault is the default of Options.ReconnectMax.
+const ReconnectMaxDefault = 2 * time.Second
+
+// ParamReconnectMax is the URL query parameter every scheme accepts to set
+// Options.ReconnectMax (a duration such as 5s); Open removes it from the
+// URL before the adapter sees it.
+const ParamReconnectMax = "reconnect_max"
+
 // Options configures Open; adapters read what applies to them.
 type Options struct {
 	// Logger receives the adapter's logs. Defaults to slog.Default().
 	Logger *slog.Logger
+	// ReconnectMax is the longest pause between two attempts to reach a
+	// broker that went away: clients back off from a fraction of a second
+	// up to it (adapters whose client retries at a fixed, shorter pace keep
+	// it; see each adapter's package doc). The URL parameter reconnect_max
+	// overrides it. Defaults to ReconnectMaxDefault, 2 seconds.
+	ReconnectMax time.Duration
+}
+
+// WithDefaults returns o with its zero fields set to their defaults.
+func (o Options) WithDefaults() Options {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	o.ReconnectMax = cmp.Or(o.ReconnectMax, ReconnectMaxDefault)
+	return o
+}
+
+// Validate reports what is wrong with o.
+func (o Options) Validate() error {
+	if o.ReconnectMax < 0 {
+		return fmt.Errorf("ReconnectMax %s is negative", o.ReconnectMax)
+	}
+	return nil
+}
+
+// reconnectMaxFromURL moves the reconnect_max parameter from u's query to
+// opts.
+func reconnectMaxFromURL(u *url.URL, opts *Options) error {
+	q := u.Query()
+	if !q.Has(ParamReconnectMax) {
+		return nil
+	}
+	v := q.Get(ParamReconnectMax)
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return fmt.Errorf("%s=%q: want a positive duration such as 2s", ParamReconnectMax, v)
+	}
+	opts.ReconnectMax = d
+	q.Del(ParamReconnectMax)
+	u.RawQuery = q.Encode()
+	return nil
 }
 
 // Driver opens a broker from a parsed URL. Adapters register one per
@@ -112,9 +172,13 @@ func Open(ctx context.Context, rawURL string, opts Options) (Broker, error) {
 		return nil, fmt.Errorf("broker: %w %q in %s; available: %s (import the adapter package, e.g. _ \"github.com/edupulse/eventbus/bus/broker/natsbroker\")",
 			ErrUnknownScheme, u.Scheme, Redact(rawURL), strings.Join(Schemes(), ", "))
 	}
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
+	if err := reconnectMaxFromURL(u, &opts); err != nil {
+		return nil, fmt.Errorf("broker: open %s: %w", Redact(rawURL), err)
 	}
+	if err := opts.Validate(); err != nil {
+		return nil, fmt.Errorf("broker: open %s: %w", Redact(rawURL), err)
+	}
+	opts = opts.WithDefaults()
 	b, err := d(ctx, u, opts)
 	if err != nil {
 		return nil, fmt.Errorf("broker: open %s: %s", Redact(rawURL), RedactError(err, u))

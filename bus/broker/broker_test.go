@@ -3,8 +3,11 @@ package broker_test
 import (
 	"context"
 	"errors"
+	"net/url"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/edupulse/eventbus/bus/broker"
 	_ "github.com/edupulse/eventbus/bus/broker/gochannelbroker"
@@ -38,5 +41,52 @@ func TestRedact(t *testing.T) {
 	}
 	if _, err := broker.Open(context.Background(), "", broker.Options{}); err == nil || !strings.Contains(err.Error(), broker.EnvBroker) {
 		t.Errorf("empty URL: %v, want a hint at %s", err, broker.EnvBroker)
+	}
+}
+
+// optionsSeen receives what the optionstest driver is opened with; tests
+// using it do not run in parallel.
+var optionsSeen func(*url.URL, broker.Options)
+
+// registerOptionsTest registers the optionstest scheme, once per test
+// binary (tests may run with -count).
+var registerOptionsTest = sync.OnceFunc(func() {
+	broker.Register("optionstest", func(_ context.Context, u *url.URL, opts broker.Options) (broker.Broker, error) {
+		optionsSeen(u, opts)
+		return nil, errors.New("not a broker")
+	})
+})
+
+// TestReconnectMax checks that reconnect_max in any URL reaches the driver
+// as Options.ReconnectMax, removed from the URL, with the default when
+// neither sets it.
+func TestReconnectMax(t *testing.T) {
+	registerOptionsTest()
+	var got broker.Options
+	var gotURL *url.URL
+	optionsSeen = func(u *url.URL, opts broker.Options) { got, gotURL = opts, u }
+	ctx := context.Background()
+	for _, tc := range []struct {
+		url       string
+		opts      broker.Options
+		want      time.Duration
+		wantQuery string
+	}{
+		{"optionstest://h/?a=1", broker.Options{}, broker.ReconnectMaxDefault, "a=1"},
+		{"optionstest://h/", broker.Options{ReconnectMax: 5 * time.Second}, 5 * time.Second, ""},
+		{"optionstest://h/?reconnect_max=750ms&a=1", broker.Options{ReconnectMax: 5 * time.Second}, 750 * time.Millisecond, "a=1"},
+	} {
+		_, _ = broker.Open(ctx, tc.url, tc.opts)
+		if got.ReconnectMax != tc.want || gotURL.RawQuery != tc.wantQuery || got.Logger == nil {
+			t.Errorf("Open(%s, %+v): driver got ReconnectMax %v, query %q, logger %v; want %v, %q and a logger", tc.url, tc.opts, got.ReconnectMax, gotURL.RawQuery, got.Logger, tc.want, tc.wantQuery)
+		}
+	}
+	for _, bad := range []string{"optionstest://h/?reconnect_max=soon", "optionstest://h/?reconnect_max=0s", "optionstest://h/?reconnect_max=-1s"} {
+		if _, err := broker.Open(ctx, bad, broker.Options{}); err == nil || !strings.Contains(err.Error(), "reconnect_max") {
+			t.Errorf("Open(%s) = %v, want an error naming reconnect_max", bad, err)
+		}
+	}
+	if _, err := broker.Open(ctx, "optionstest://h/", broker.Options{ReconnectMax: -time.Second}); err == nil || !strings.Contains(err.Error(), "ReconnectMax") {
+		t.Errorf("negative ReconnectMax: %v, want an error", err)
 	}
 }

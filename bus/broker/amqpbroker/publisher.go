@@ -22,7 +22,7 @@ const confirmTimeout = 30 * time.Second
 // max_message_size, a write the user may not make. That is what tells a
 // refusal from an outage.
 type publisher struct {
-	conn      *wamqp.ConnectionWrapper
+	conn      *conn
 	marshaler wamqp.Marshaler
 	chans     chan *pubChannel // free channels, opened on first use
 	done      chan struct{}    // closed by close
@@ -42,7 +42,7 @@ type pubChannel struct {
 	returns chan amqp.Return // mandatory messages the broker could not route
 }
 
-func newPublisher(conn *wamqp.ConnectionWrapper, channels int, queueArgs amqp.Table) *publisher {
+func newPublisher(conn *conn, channels int, queueArgs amqp.Table) *publisher {
 	p := &publisher{conn: conn, marshaler: marshaler{}, chans: make(chan *pubChannel, channels), done: make(chan struct{}), queueArgs: queueArgs}
 	for range channels {
 		p.chans <- &pubChannel{}
@@ -122,8 +122,10 @@ func (p *publisher) PublishDurably(topic string, msgs ...*message.Message) error
 var errReturned = errors.New("returned by the broker")
 
 // withChannel runs fn with a free channel in confirm mode, open on the
-// current connection, on which the topic's exchange is declared.
-func (p *publisher) withChannel(topic string, fn func(pc *pubChannel) error) error {
+// current connection, on which the topic's exchange is declared. A panic in
+// the AMQP client meanwhile (a known class of bugs when a connection drops)
+// is returned as a transient error, and the channel is not used again.
+func (p *publisher) withChannel(topic string, fn func(pc *pubChannel) error) (err error) {
 	var pc *pubChannel
 	select {
 	case <-p.done:
@@ -136,10 +138,19 @@ func (p *publisher) withChannel(topic string, fn func(pc *pubChannel) error) err
 		return errPublisherClosed
 	}
 	defer func() { p.chans <- pc }()
-	if !p.conn.IsConnected() {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("panic in the AMQP client: %v", r)
+			if pc.ch != nil {
+				_ = closeQuietly(pc.ch)
+			}
+			*pc = pubChannel{}
+		}
+	}()
+	conn, _ := p.conn.current()
+	if conn == nil {
 		return errors.New("not connected to the broker")
 	}
-	conn := p.conn.Connection()
 	if pc.ch == nil || pc.ch.IsClosed() {
 		if err := pc.open(conn); err != nil {
 			return err
@@ -317,4 +328,15 @@ func permanent(err error) bool {
 		return isCode(err, amqp.AccessRefused)
 	}
 	return isCode(err, amqp.PreconditionFailed, amqp.ContentTooLarge, amqp.AccessRefused)
+}
+
+// closeQuietly closes ch, recovering from a panic the client may raise
+// while doing so.
+func closeQuietly(ch *amqp.Channel) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("panic in the AMQP client: %v", r)
+		}
+	}()
+	return ch.Close()
 }

@@ -3,8 +3,11 @@
 // duplicates skipped by the inbox, per-aggregate order where the broker
 // promises it, poison messages dead-lettered without blocking the rest,
 // consumer dead letters stored in PostgreSQL and replayed, or kept on the
-// broker's dead-letter topic until read, and an event the broker refuses
-// for good dead-lettered by the relay while the events behind it go on.
+// broker's dead-letter topic until read, an event the broker refuses for
+// good dead-lettered by the relay while the events behind it go on, and
+// delivery resuming within seconds each time the broker is restarted under
+// a running relay and consumer (restart.go; Features.Restartable gives it a
+// broker it can stop and start).
 //
 // Two versions of one event name, sharing a topic, each reach the typed
 // handler of their own version.
@@ -67,6 +70,15 @@ type Features struct {
 	// dead-letter topic (amqpbroker.RetainGroup). Empty: any group
 	// subscribing later reads them.
 	DeadLetterReader string
+	// Restartable starts a broker of the test's own for the restart test
+	// (restart.go), which stops and starts it. Set it or NotRestartable.
+	Restartable func(t *testing.T) Restarter
+	// NotRestartable says why the broker cannot be restarted (the restart
+	// test is then skipped with this reason).
+	NotRestartable string
+	// Restarts is how many times the restart test restarts the broker
+	// (default RestartsDefault, 5).
+	Restarts int
 }
 
 // Refusal is an event a broker will always refuse: a PulseCreated with
@@ -110,6 +122,7 @@ func Run(t *testing.T, f Features, brokerURL func(t *testing.T) string) {
 			t.Fatal("brokertest: set Features.Refusal, or Features.RefusesNothing with the reason")
 		}
 	})
+	t.Run("ResumesAfterRestarts", func(t *testing.T) { testRestarts(t, f) })
 }
 
 // AppConfig configures App.

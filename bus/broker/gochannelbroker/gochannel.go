@@ -11,6 +11,9 @@
 // message published to a topic nobody subscribes to is dropped, so
 // subscribe before starting the relay. Per-aggregate order is kept.
 //
+// There is no connection to lose, so broker.Options.ReconnectMax (and the
+// reconnect_max URL parameter) have nothing to bound here.
+//
 // No error is permanent (bus.Permanent): GoChannel refuses no message for
 // its size or contents, and its only error, a closed GoChannel, is not the
 // message's fault.

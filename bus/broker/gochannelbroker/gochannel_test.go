@@ -22,6 +22,7 @@ func TestConformance(t *testing.T) {
 	brokertest.Run(t, brokertest.Features{
 		OrderPerAggregate: true,
 		RefusesNothing:    "GoChannel hands any message to its subscribers in process: it refuses none",
+		NotRestartable:    "GoChannel lives in the process: there is no broker to restart",
 	}, func(*testing.T) string { return "gochannel://" })
 }
 

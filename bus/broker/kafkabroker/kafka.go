@@ -21,6 +21,17 @@
 // new group starts from the oldest retained message. Several subscribers of
 // a group split the partitions between them.
 //
+// Restarts and outages: Sarama reconnects on demand, for as long as it
+// takes: the producer and the consumer groups retry with pauses of 250 ms
+// (metadata, produce) to 2 s (consume, rebalance), at most
+// broker.Options.ReconnectMax (2 s by default; the reconnect_max URL
+// parameter sets it), and watermill-kafka makes a subscription's consumer
+// group again 1 s (at most ReconnectMax) after it failed. Sarama's producer
+// opens a circuit breaker for a fixed 10 s after three failures to find a
+// topic's leader, as while the broker is down, and fails every publish
+// meanwhile ("circuit breaker is open"), however soon the broker is back:
+// the publisher then replaces the producer with a new one.
+//
 // Publish returns once the in-sync replicas stored every message
 // (acks=all).
 //
@@ -61,6 +72,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/eapache/go-resiliency/breaker"
 
 	"github.com/edupulse/eventbus/bus"
 	"github.com/edupulse/eventbus/bus/broker"
@@ -87,6 +99,7 @@ type config struct {
 	version      sarama.KafkaVersion
 	tls          bool
 	user, pass   string
+	reconnectMax time.Duration // broker.Options.ReconnectMax
 }
 
 var knownParams = []string{"partitions", "replication", "create_topics", "version", "tls"}
@@ -185,7 +198,21 @@ func (c config) subscriberConfig() *sarama.Config {
 	s := c.sarama(kafka.DefaultSaramaSubscriberConfig())
 	s.Consumer.Offsets.Initial = sarama.OffsetOldest
 	s.Consumer.Group.Heartbeat.Interval = time.Second
+	if c.reconnectMax > 0 {
+		s.Consumer.Retry.Backoff = min(s.Consumer.Retry.Backoff, c.reconnectMax)
+		s.Consumer.Group.Rebalance.Retry.Backoff = min(s.Consumer.Group.Rebalance.Retry.Backoff, c.reconnectMax)
+	}
 	return s
+}
+
+// reconnectRetrySleep is watermill-kafka's pause before it makes a
+// subscription's consumer group again after it failed: its default, 1 s,
+// at most ReconnectMax.
+func (c config) reconnectRetrySleep() time.Duration {
+	if c.reconnectMax > 0 {
+		return min(time.Second, c.reconnectMax)
+	}
+	return time.Second
 }
 
 // marshaler keys messages by aggregate id.
@@ -197,8 +224,14 @@ type kafkaBroker struct {
 	cfg    config
 	u      *url.URL
 	logger watermill.LoggerAdapter
-	pub    *kafka.Publisher
 	topics *topics
+
+	// pubMu is held for reading by publishes and for writing to replace
+	// pub (see renewPublisher): a Sarama producer must not be used once
+	// closed.
+	pubMu  sync.RWMutex
+	pub    *kafka.Publisher // nil after a failed renewal, until the next publish makes one
+	closed bool
 
 	subs broker.Subscribers
 }
@@ -209,16 +242,77 @@ func Open(_ context.Context, u *url.URL, opts broker.Options) (broker.Broker, er
 	if err != nil {
 		return nil, err
 	}
+	cfg.reconnectMax = opts.ReconnectMax
 	logger := watermill.NewSlogLogger(opts.Logger)
+	pub, err := cfg.newPublisher(logger)
+	if err != nil {
+		return nil, err
+	}
+	return &kafkaBroker{cfg: cfg, u: u, logger: logger, pub: pub, topics: &topics{cfg: cfg}}, nil
+}
+
+func (c config) newPublisher(logger watermill.LoggerAdapter) (*kafka.Publisher, error) {
 	pub, err := kafka.NewPublisher(kafka.PublisherConfig{
-		Brokers:               cfg.brokers,
+		Brokers:               c.brokers,
 		Marshaler:             marshaler,
-		OverwriteSaramaConfig: cfg.publisherConfig(),
+		OverwriteSaramaConfig: c.publisherConfig(),
 	}, logger)
 	if err != nil {
 		return nil, fmt.Errorf("kafkabroker: publisher: %w", err)
 	}
-	return &kafkaBroker{cfg: cfg, u: u, logger: logger, pub: pub, topics: &topics{cfg: cfg}}, nil
+	return pub, nil
+}
+
+// publish publishes with the current producer, making one if the last
+// renewal failed, and renews it when its circuit breaker is open.
+func (b *kafkaBroker) publish(topic string, msgs []*message.Message) error {
+	b.pubMu.RLock()
+	pub, closed := b.pub, b.closed
+	var err error
+	switch {
+	case closed:
+		err = errors.New("kafkabroker: publisher closed")
+	case pub != nil:
+		err = pub.Publish(topic, msgs...)
+	}
+	b.pubMu.RUnlock()
+	if pub == nil && !closed {
+		if err = b.renewPublisher(nil); err == nil {
+			return b.publish(topic, msgs)
+		}
+	}
+	if errors.Is(err, breaker.ErrBreakerOpen) {
+		if rerr := b.renewPublisher(pub); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+	}
+	return err
+}
+
+// renewPublisher replaces the producer old with a new one, unless another
+// publish did already. Sarama's producer opens a circuit breaker for 10
+// seconds after three failures to find a topic's partitions or leader, as
+// while the broker is down, and fails every publish to that topic meanwhile
+// ("circuit breaker is open"), however soon the broker is back: a new
+// producer starts with closed breakers.
+func (b *kafkaBroker) renewPublisher(old *kafka.Publisher) error {
+	b.pubMu.Lock()
+	defer b.pubMu.Unlock()
+	if b.closed || b.pub != old {
+		return nil
+	}
+	if old != nil {
+		if err := old.Close(); err != nil {
+			b.logger.Error("Cannot close the producer being renewed", err, nil)
+		}
+		b.pub = nil
+	}
+	pub, err := b.cfg.newPublisher(b.logger)
+	if err != nil {
+		return err
+	}
+	b.pub = pub
+	return nil
 }
 
 func (b *kafkaBroker) Publisher() message.Publisher {
@@ -235,6 +329,7 @@ func (b *kafkaBroker) Subscriber(group string) (message.Subscriber, error) {
 			Unmarshaler:           marshaler,
 			OverwriteSaramaConfig: b.cfg.subscriberConfig(),
 			ConsumerGroup:         group,
+			ReconnectRetrySleep:   b.cfg.reconnectRetrySleep(),
 		}, b.logger)
 	})
 	if err != nil {
@@ -252,9 +347,14 @@ func (b *kafkaBroker) Close() error {
 	if err != nil {
 		errs = append(errs, fmt.Errorf("kafkabroker: close subscribers: %w", err))
 	}
-	if err := b.pub.Close(); err != nil {
-		errs = append(errs, fmt.Errorf("kafkabroker: close publisher: %w", err))
+	b.pubMu.Lock()
+	b.closed = true
+	if b.pub != nil {
+		if err := b.pub.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("kafkabroker: close publisher: %w", err))
+		}
 	}
+	b.pubMu.Unlock()
 	if err := b.topics.close(); err != nil {
 		errs = append(errs, err)
 	}
@@ -268,7 +368,7 @@ func (p publisher) Publish(topic string, msgs ...*message.Message) error {
 	if err := p.b.topics.ensure(topic); err != nil {
 		return err
 	}
-	return p.b.pub.Publish(topic, msgs...)
+	return p.b.publish(topic, msgs)
 }
 
 func (publisher) Close() error { return nil } // the broker owns it

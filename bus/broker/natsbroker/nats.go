@@ -36,6 +36,21 @@
 // after the group: the group's subscribers share the messages. A new group
 // starts from the oldest message the stream holds.
 //
+// Restarts and outages: clients reconnect for as long as it takes, with a
+// pause of 100 ms doubling up to broker.Options.ReconnectMax (2 s by
+// default; the reconnect_max URL parameter sets it) between attempts. A
+// publish while the client is disconnected fails at once, and so do stream
+// and consumer requests in flight when the connection drops, so that the
+// relay's retry goes through as soon as the server is back. A subscriber's
+// ack (or nak) that fails, as acks do across a restart ("no responders"
+// until JetStream is back), is sent again, every 50 ms to 1 s, until the
+// server answers, for at most ack_wait: an ack the server never got would
+// hold one of the group's max_ack_pending slots until ack_wait expires, and
+// with all of them held nothing new is delivered (watermill-nats's own
+// subscriber logs and drops such acks: a restart stalled consumers for up
+// to ack_wait, 30 s). Messages the server sent just before it stopped and
+// the client never received are delivered again after ack_wait.
+//
 // Publish returns once JetStream acknowledged (stored) every message: the
 // messages of one call are published asynchronously and their acks awaited
 // together.
@@ -66,6 +81,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"math/rand/v2"
 	"net/url"
 	"regexp"
 	"slices"
@@ -93,7 +109,10 @@ const (
 	publishTimeout       = 30 * time.Second
 	publishChunk         = 256 // below the async publish window of 1024
 	connectTimeout       = 5 * time.Second
-	maxNameLen           = 200
+	// reconnectDelayInitial is the first pause between attempts to
+	// reconnect (see reconnectDelay).
+	reconnectDelayInitial = 100 * time.Millisecond
+	maxNameLen            = 200
 )
 
 func init() { broker.Register(Scheme, Open) }
@@ -106,6 +125,7 @@ type config struct {
 	maxAckPending int
 	maxAge        time.Duration
 	replicas      int
+	reconnectMax  time.Duration // broker.Options.ReconnectMax
 }
 
 func parseURL(u *url.URL) (config, error) {
@@ -190,8 +210,9 @@ func Open(_ context.Context, u *url.URL, opts broker.Options) (broker.Broker, er
 	if err != nil {
 		return nil, err
 	}
-	denied := &denials{}
-	conn, err := connect(cfg, "eventbus publisher", nats.ErrorHandler(denied.handle))
+	cfg.reconnectMax = opts.ReconnectMax
+	denied, link := &denials{}, newLink()
+	conn, err := connect(cfg, "eventbus publisher", nats.ErrorHandler(denied.handle), nats.DisconnectErrHandler(link.lost))
 	if err != nil {
 		return nil, err
 	}
@@ -208,15 +229,16 @@ func Open(_ context.Context, u *url.URL, opts broker.Options) (broker.Broker, er
 		return nil, fmt.Errorf("natsbroker: jetstream unavailable (is the server started with -js?): %w", err)
 	}
 	logger := watermill.NewSlogLogger(opts.Logger)
-	topo := &topology{js: js, cfg: cfg}
+	topo := &topology{js: js, cfg: cfg, link: link}
 	return &natsBroker{
 		cfg: cfg, u: u, logger: logger, conn: conn, js: js, topo: topo,
-		pub: &publisher{js: js, topo: topo, marshaler: &wmnats.NATSMarshaler{}, denied: denied},
+		pub: &publisher{conn: conn, js: js, topo: topo, marshaler: &wmnats.NATSMarshaler{}, denied: denied},
 	}, nil
 }
 
 func connect(cfg config, name string, extra ...nats.Option) (*nats.Conn, error) {
-	opts := []nats.Option{nats.Name(name), nats.Timeout(connectTimeout), nats.MaxReconnects(-1)}
+	opts := []nats.Option{nats.Name(name), nats.Timeout(connectTimeout), nats.MaxReconnects(-1),
+		nats.CustomReconnectDelay(reconnectDelay(cfg.reconnectMax))}
 	opts = append(opts, extra...)
 	if cfg.token != "" {
 		opts = append(opts, nats.Token(cfg.token))
@@ -241,30 +263,12 @@ func (b *natsBroker) Subscriber(group string) (message.Subscriber, error) {
 		if err != nil {
 			return nil, errors.New(broker.RedactError(err, b.u))
 		}
-		queue := name(group)
-		ws, err := wmnats.NewSubscriberWithNatsConn(conn, wmnats.SubscriberSubscriptionConfig{
-			Unmarshaler:      unmarshaler{},
-			SubscribersCount: 1,
-			AckWaitTimeout:   b.cfg.ackWait,
-			SubjectCalculator: func(queueGroup, topic string) *wmnats.SubjectDetail {
-				return &wmnats.SubjectDetail{Primary: topic + ".*", QueueGroup: queueGroup}
-			},
-			QueueGroupPrefix: queue,
-			JetStream: wmnats.JetStreamConfig{
-				// The consumer exists (ensureConsumer): bind to it, and ack by
-				// hand, never when the callback returns.
-				SubscribeOptions: []nats.SubOpt{nats.ManualAck()},
-				DurablePrefix:    group,
-				DurableCalculator: func(group, subject string) string {
-					return consumerName(group, strings.TrimSuffix(subject, ".*"))
-				},
-			},
-		}, b.logger.With(watermill.LogFields{"consumer_group": group}))
+		sub, err := newSubscriber(conn, b.topo, group, b.cfg.ackWait, b.logger.With(watermill.LogFields{"consumer_group": group}))
 		if err != nil {
 			conn.Close()
 			return nil, err
 		}
-		return &subscriber{Subscriber: ws, conn: conn, topo: b.topo, group: group, queue: queue}, nil
+		return sub, nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("natsbroker: subscriber %s: %w", group, err)
@@ -285,9 +289,20 @@ func (b *natsBroker) Close() error {
 	return nil
 }
 
+// reconnectDelay returns nats.go's pause before the n-th round of attempts
+// to reconnect: 100 ms doubling up to max, less up to a quarter of it at
+// random so that clients spread out.
+func reconnectDelay(limit time.Duration) nats.ReconnectDelayHandler {
+	return func(n int) time.Duration {
+		d := min(reconnectDelayInitial<<min(max(n-1, 0), 16), limit)
+		return d - time.Duration(rand.Int64N(int64(d/4)+1))
+	}
+}
+
 // publisher publishes to JetStream with asynchronous acks, returning once all
 // messages of a call are acknowledged.
 type publisher struct {
+	conn      *nats.Conn
 	js        nats.JetStreamContext
 	topo      *topology
 	marshaler wmnats.Marshaler
@@ -295,6 +310,15 @@ type publisher struct {
 }
 
 func (p *publisher) Publish(topic string, msgs ...*message.Message) error {
+	switch {
+	case p.conn.IsClosed():
+		return nats.ErrConnectionClosed
+	case !p.conn.IsConnected():
+		// Fail at once: JetStream requests made while the client
+		// reconnects wait for their timeout (5 s), holding up the retry
+		// that would succeed once the server is back.
+		return fmt.Errorf("%w (%s)", nats.ErrDisconnected, p.conn.Status())
+	}
 	if err := p.topo.ensureStream(topic); err != nil {
 		return err
 	}
@@ -425,44 +449,12 @@ func (d *denials) unwatch(subjects []string, ch chan error) {
 	}
 }
 
-// subscriber creates the stream and the group's durable consumer before
-// watermill-nats binds to it.
-type subscriber struct {
-	*wmnats.Subscriber
-	conn  *nats.Conn
-	topo  *topology
-	group string
-	queue string
-}
-
-// Close stops the subscriptions, once their messages in flight are acked or
-// nacked (watermill-nats then drains the connection in the background), and
-// closes the connection.
-func (s *subscriber) Close() error {
-	err := s.Subscriber.Close()
-	s.conn.Close()
-	return err
-}
-
-func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
-	if err := s.topo.ensureStream(topic); err != nil {
-		return nil, fmt.Errorf("natsbroker: subscribe %s to %s: %w", s.group, topic, err)
-	}
-	if err := s.topo.ensureConsumer(s.group, s.queue, topic); err != nil {
-		return nil, fmt.Errorf("natsbroker: subscribe %s to %s: %w", s.group, topic, err)
-	}
-	ch, err := s.Subscriber.Subscribe(ctx, topic)
-	if err != nil {
-		return nil, fmt.Errorf("natsbroker: subscribe %s to %s: %w", s.group, topic, err)
-	}
-	return ch, nil
-}
-
 // topology creates streams and consumers, remembering the streams it made
 // sure of.
 type topology struct {
-	js  nats.JetStreamContext
-	cfg config
+	js   nats.JetStreamContext
+	cfg  config
+	link *link
 
 	mu      sync.Mutex
 	streams map[string]bool
@@ -484,7 +476,9 @@ func (t *topology) ensureStream(topic string) error {
 		return err
 	}
 	stream, subject := streamName(topic), topic+".*"
-	info, err := t.js.StreamInfo(stream)
+	ctx, cancel := t.link.context()
+	defer cancel()
+	info, err := t.js.StreamInfo(stream, nats.Context(ctx))
 	switch {
 	case errors.Is(err, nats.ErrStreamNotFound):
 		_, err = t.js.AddStream(&nats.StreamConfig{
@@ -495,7 +489,7 @@ func (t *topology) ensureStream(topic string) error {
 			Retention:   nats.LimitsPolicy,
 			MaxAge:      t.cfg.maxAge,
 			Replicas:    t.cfg.replicas,
-		})
+		}, nats.Context(ctx))
 		if err != nil && !errors.Is(err, nats.ErrStreamNameAlreadyInUse) {
 			return fmt.Errorf("create stream %s: %w", stream, err)
 		}
@@ -513,7 +507,9 @@ func (t *topology) ensureStream(topic string) error {
 
 func (t *topology) ensureConsumer(group, queue, topic string) error {
 	stream, durable := streamName(topic), consumerName(group, topic)
-	info, err := t.js.ConsumerInfo(stream, durable)
+	ctx, cancel := t.link.context()
+	defer cancel()
+	info, err := t.js.ConsumerInfo(stream, durable, nats.Context(ctx))
 	if errors.Is(err, nats.ErrConsumerNotFound) {
 		info, err = t.js.AddConsumer(stream, &nats.ConsumerConfig{
 			Durable:        durable,
@@ -526,10 +522,10 @@ func (t *topology) ensureConsumer(group, queue, topic string) error {
 			AckWait:        t.cfg.ackWait,
 			MaxAckPending:  t.cfg.maxAckPending,
 			MaxDeliver:     -1,
-		})
+		}, nats.Context(ctx))
 		if err != nil {
 			// Another subscriber of the group may have created it.
-			info, err = t.js.ConsumerInfo(stream, durable)
+			info, err = t.js.ConsumerInfo(stream, durable, nats.Context(ctx))
 		}
 	}
 	if err != nil {
@@ -539,6 +535,46 @@ func (t *topology) ensureConsumer(group, queue, topic string) error {
 		return fmt.Errorf("consumer %s on stream %s delivers to queue group %q, not %q", durable, stream, info.Config.DeliverGroup, queue)
 	}
 	return nil
+}
+
+// apiTimeout bounds a JetStream API request (stream and consumer info and
+// creation), as nats.go's default does.
+const apiTimeout = 5 * time.Second
+
+// link tells the JetStream API requests of a connection that it was lost,
+// so that they fail at once instead of waiting for apiTimeout: a request
+// in flight when the server stops never gets its answer, and would hold up
+// the publishes waiting for it after the client reconnected.
+type link struct {
+	mu       sync.Mutex
+	lostChan chan struct{} // closed when the connection is lost, then replaced
+}
+
+func newLink() *link { return &link{lostChan: make(chan struct{})} }
+
+// lost is the connection's disconnect handler.
+func (l *link) lost(*nats.Conn, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	close(l.lostChan)
+	l.lostChan = make(chan struct{})
+}
+
+// context returns a context for one request: done after apiTimeout, or
+// when the connection is lost.
+func (l *link) context() (context.Context, context.CancelFunc) {
+	l.mu.Lock()
+	lost := l.lostChan
+	l.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
+	go func() {
+		select {
+		case <-lost:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
 }
 
 // errInvalidTopic is returned for a topic that is no valid NATS subject.

@@ -21,6 +21,7 @@ func TestConformance(t *testing.T) {
 	brokertest.Run(t, brokertest.Features{
 		OrderPerAggregate: true,
 		Refusal:           &brokertest.Refusal{Title: brokertest.OversizedTitle(servers.MaxMessageSize), Error: "nats: maximum payload exceeded"},
+		Restartable:       func(t *testing.T) brokertest.Restarter { return servers.RestartableNATS(t) },
 	}, func(t *testing.T) string { return servers.NATS(t) })
 }
 

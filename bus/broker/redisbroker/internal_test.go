@@ -26,3 +26,26 @@ func TestUnmarshalTolerant(t *testing.T) {
 		t.Errorf("got uuid %q payload %q metadata %v", msg.UUID, msg.Payload, msg.Metadata)
 	}
 }
+
+func TestBoundRetries(t *testing.T) {
+	for _, tc := range []struct {
+		url  string
+		max  time.Duration
+		want time.Duration
+	}{
+		{"redis://h:6379/0", 2 * time.Second, 0}, // go-redis's 512 ms stays
+		{"redis://h:6379/0", 100 * time.Millisecond, 100 * time.Millisecond},
+		{"redis://h:6379/0?max_retry_backoff=5s", 2 * time.Second, 2 * time.Second},
+		{"redis://h:6379/0?max_retry_backoff=100ms", 2 * time.Second, 100 * time.Millisecond},
+	} {
+		u, _ := url.Parse(tc.url)
+		c, err := parseURL(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.boundRetries(tc.max)
+		if c.opts.MaxRetryBackoff != tc.want {
+			t.Errorf("%s with ReconnectMax %v: MaxRetryBackoff %v, want %v", tc.url, tc.max, c.opts.MaxRetryBackoff, tc.want)
+		}
+	}
+}

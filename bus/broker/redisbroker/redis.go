@@ -11,7 +11,8 @@
 //     Trimming drops entries whether or not every group read them.
 //   - claim_idle: a message delivered to a subscriber and not acknowledged
 //     for this long (its subscriber died, or hangs) is claimed by another
-//     subscriber of the group (default 60s).
+//     subscriber of the group (default 60s). A subscriber claims its own
+//     such messages after 10s already (see "Restarts and outages").
 //
 // Layout: one stream per topic, named after the topic. A consumer group is
 // a Redis stream consumer group of the same name, created on first use,
@@ -29,6 +30,21 @@
 // subscriber after claim_idle. With several subscribers in a group,
 // messages are spread over them regardless of the aggregate: per-aggregate
 // order holds only per subscriber.
+//
+// Restarts and outages: go-redis opens a new connection on the next
+// command, so there is no reconnect loop to back off: the publisher's
+// command fails and the relay retries it; a subscriber whose read failed
+// reads again after watermill-redisstream's fixed pause of 500 ms; a
+// command's own retries pause at most 512 ms (go-redis's
+// max_retry_backoff) or broker.Options.ReconnectMax (2 s by default; the
+// reconnect_max URL parameter sets it), whichever is shorter. A message the
+// server handed to a subscriber whose connection then dropped before the
+// reply arrived stays pending for that subscriber, which claims it again
+// once it is idle for 10 seconds (at most claim_idle), checking every 5
+// seconds: it is delivered late, not lost (watermill-redisstream alone
+// would leave it to claim_idle, 60 s by default). For the group's state to
+// survive a restart, the server must persist it (appendonly yes, or RDB
+// snapshots at shutdown).
 //
 // Permanent errors (bus.Permanent: the relay dead-letters the event instead
 // of retrying it for as long as it fails): a message with a payload or
@@ -72,6 +88,14 @@ const ClaimIdleDefault = 60 * time.Second
 
 const nackResendSleep = 100 * time.Millisecond
 
+// ownClaimIdle is how long a message pending for a subscriber itself stays
+// idle before the subscriber claims it again, and hands it out once more:
+// across a restart, the server may have handed it a message whose reply
+// the dropped connection lost, and that message would otherwise wait for
+// claim_idle. A message whose handler runs longer than this is handed out
+// again once it is done: a duplicate, which the inbox skips.
+const ownClaimIdle = 10 * time.Second
+
 func init() {
 	broker.Register(Scheme, Open)
 	broker.Register(SchemeTLS, Open)
@@ -82,6 +106,21 @@ type config struct {
 	maxlen    int64
 	claimIdle time.Duration
 }
+
+// boundRetries bounds go-redis's pause between a command's retries by
+// reconnectMax (broker.Options.ReconnectMax).
+func (c config) boundRetries(reconnectMax time.Duration) {
+	current := c.opts.MaxRetryBackoff
+	if current == 0 {
+		current = goRedisMaxRetryBackoff
+	}
+	if reconnectMax > 0 && current > reconnectMax {
+		c.opts.MaxRetryBackoff = reconnectMax
+	}
+}
+
+// goRedisMaxRetryBackoff is go-redis's default MaxRetryBackoff.
+const goRedisMaxRetryBackoff = 512 * time.Millisecond
 
 func parseURL(u *url.URL) (config, error) {
 	c := config{claimIdle: ClaimIdleDefault}
@@ -140,6 +179,7 @@ func Open(ctx context.Context, u *url.URL, opts broker.Options) (broker.Broker, 
 	if err != nil {
 		return nil, err
 	}
+	cfg.boundRetries(opts.ReconnectMax)
 	cl, err := cfg.client(ctx, "eventbus-publisher")
 	if err != nil {
 		return nil, err
@@ -178,8 +218,14 @@ func (b *redisBroker) Subscriber(group string) (message.Subscriber, error) {
 			Consumer:      consumer,
 			ConsumerGroup: group,
 			OldestId:      "0",
-			MaxIdleTime:   b.cfg.claimIdle,
+			// Pending messages idle for ownClaimIdle are looked at: this
+			// subscriber's own are claimed again (see ownClaimIdle), other
+			// subscribers' once idle for claim_idle.
+			MaxIdleTime:   min(ownClaimIdle, b.cfg.claimIdle),
 			ClaimInterval: min(redisstream.DefaultClaimInterval, b.cfg.claimIdle),
+			ShouldClaimPendingMessage: func(p redis.XPendingExt) bool {
+				return p.Idle >= b.cfg.claimIdle || p.Consumer == consumer
+			},
 			// Block at most BlockTime per read, so that Close is not stuck
 			// behind a read waiting for a message.
 			DisableIndefiniteInitialBlock: true,

@@ -17,6 +17,7 @@ func TestConformance(t *testing.T) {
 	brokertest.Run(t, brokertest.Features{
 		OrderPerAggregate: true,
 		Refusal:           &brokertest.Refusal{Title: brokertest.OversizedTitle(servers.RedisMaxBulkLen), Error: "above the server's proto-max-bulk-len"},
+		Restartable:       func(t *testing.T) brokertest.Restarter { return servers.RestartableRedis(t) },
 	}, func(t *testing.T) string { return servers.Redis(t) })
 }
 

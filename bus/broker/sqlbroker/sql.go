@@ -9,6 +9,13 @@
 // the order in which the relay published (per aggregate and overall).
 // Tables are created on first use.
 //
+// Restarts and outages: the connection pool (pgxpool) opens new
+// connections on demand, and a subscriber whose query failed queries again
+// after watermill-sql's RetryInterval: 1 s, at most
+// broker.Options.ReconnectMax (2 s by default; the reconnect_max URL
+// parameter sets it). A subscriber's batch whose transaction the outage
+// broke is read again: its messages are delivered again.
+//
 // Permanent errors (bus.Permanent: the relay dead-letters the event instead
 // of retrying it for as long as it fails): a topic name watermill-sql does
 // not accept, and the PostgreSQL errors about the row itself: SQLSTATE
@@ -29,6 +36,7 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	wsql "github.com/ThreeDotsLabs/watermill-sql/v3/pkg/sql"
@@ -46,6 +54,8 @@ func init() {
 }
 
 type sqlBroker struct {
+	reconnectMax time.Duration // broker.Options.ReconnectMax
+
 	pool   *pgxpool.Pool
 	db     *sql.DB
 	pub    *wsql.Publisher
@@ -76,7 +86,7 @@ func Open(ctx context.Context, u *url.URL, opts broker.Options) (broker.Broker, 
 		pool.Close()
 		return nil, fmt.Errorf("sqlbroker: publisher: %w", err)
 	}
-	return &sqlBroker{pool: pool, db: db, pub: pub, logger: logger, u: u}, nil
+	return &sqlBroker{reconnectMax: opts.ReconnectMax, pool: pool, db: db, pub: pub, logger: logger, u: u}, nil
 }
 
 func (b *sqlBroker) Publisher() message.Publisher {
@@ -110,12 +120,22 @@ func (b *sqlBroker) Subscriber(group string) (message.Subscriber, error) {
 			SchemaAdapter:    wsql.DefaultPostgreSQLSchema{},
 			OffsetsAdapter:   wsql.DefaultPostgreSQLOffsetsAdapter{},
 			InitializeSchema: true,
+			RetryInterval:    b.retryInterval(),
 		}, b.logger)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("sqlbroker: subscriber: %w", err)
 	}
 	return sub, nil
+}
+
+// retryInterval is watermill-sql's pause before querying again after an
+// error: its default, 1 s, at most ReconnectMax.
+func (b *sqlBroker) retryInterval() time.Duration {
+	if b.reconnectMax > 0 {
+		return min(time.Second, b.reconnectMax)
+	}
+	return time.Second
 }
 
 func (b *sqlBroker) Close() error {

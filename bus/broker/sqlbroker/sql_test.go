@@ -10,6 +10,7 @@ import (
 
 	"github.com/edupulse/eventbus/bus/broker/brokertest"
 	_ "github.com/edupulse/eventbus/bus/broker/sqlbroker"
+	"github.com/edupulse/eventbus/internal/brokertest/servers"
 	"github.com/edupulse/eventbus/internal/pgtest"
 )
 
@@ -23,6 +24,9 @@ func TestConformance(t *testing.T) {
 			Error:     `violates check constraint "payload_size"`,
 			BrokerURL: limitedDatabase,
 		},
+		// A cluster of its own: the shared one holds the application's
+		// database too.
+		Restartable: func(t *testing.T) brokertest.Restarter { return servers.RestartablePostgres(t) },
 	}, func(t *testing.T) string {
 		return pgtest.NewDatabase(t) // a database of its own serves as the broker
 	})

@@ -82,6 +82,9 @@ type rabbitServer struct {
 	url  string
 	epmd *process
 	node *process
+
+	env      []string // the node's environment, for a restart
+	amqpPort int
 }
 
 // startRabbitMQ starts epmd and a RabbitMQ node, retrying on other ports if
@@ -175,14 +178,9 @@ func tryStartRabbitMQ(epmdBin string) (s *rabbitServer, err error) {
 			env = append(env, kv)
 		}
 	}
-	node := exec.Command(rabbitmqServerBin)
-	node.Dir = dir
-	node.Env = env
-	if s.node, err = startProcess("rabbitmq-server", node); err != nil {
-		return s, fmt.Errorf("rabbitmq: %w", err)
-	}
-	if err := waitTCP(s.node, amqpPort, readyTimeout, amqpHandshake); err != nil {
-		return s, fmt.Errorf("rabbitmq: %w", err)
+	s.env, s.amqpPort = env, amqpPort
+	if err := s.startNode(); err != nil {
+		return s, err
 	}
 	s.url = fmt.Sprintf("amqp://guest:guest@127.0.0.1:%d/", amqpPort)
 	return s, nil
@@ -200,6 +198,21 @@ func amqpHandshake(c net.Conn) error {
 	}
 	if b[0] != 1 {
 		return fmt.Errorf("unexpected AMQP frame type %d", b[0])
+	}
+	return nil
+}
+
+// startNode starts the node and waits until it accepts AMQP connections.
+func (s *rabbitServer) startNode() error {
+	node := exec.Command(rabbitmqServerBin)
+	node.Dir = s.dir
+	node.Env = s.env
+	var err error
+	if s.node, err = startProcess("rabbitmq-server", node); err != nil {
+		return fmt.Errorf("rabbitmq: %w", err)
+	}
+	if err := waitTCP(s.node, s.amqpPort, readyTimeout, amqpHandshake); err != nil {
+		return fmt.Errorf("rabbitmq: %w", err)
 	}
 	return nil
 }

@@ -15,6 +15,10 @@
 // above RedisMaxBulkLen), so that tests of what a broker refuses need no
 // large payloads.
 //
+// RestartableNATS, RestartableKafka, RestartableRedis, RestartableRabbitMQ
+// and RestartablePostgres give a test a server of its own that it stops and
+// starts again on the same address with its data (see Restartable).
+//
 // When a server binary is missing the test is skipped with a hint on how to
 // install it, or fails when the environment variable CI is "true".
 // bash .ci/install-brokers.sh installs both Debian packages.
