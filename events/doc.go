@@ -113,5 +113,5 @@
 // of one name stay distinct.
 package events
 
-//go:generate go run github.com/edupulse/eventbus/internal/eventgen -out ../gen -queries ../gen/queries -sqlc-package github.com/edupulse/eventbus/gen/outboxq -sqlc-out ../gen/outboxq -schemas ../gen/schemas -asyncapi ../gen/asyncapi.json
+//go:generate go run github.com/edupulse/eventbus/bus/cmd/eventgen -out ../gen -queries ../gen/queries -sqlc-package github.com/edupulse/eventbus/gen/outboxq -sqlc-out ../gen/outboxq -schemas ../gen/schemas -asyncapi ../gen/asyncapi.json
 //go:generate go tool -modfile=../internal/tools/go.mod sqlc generate -f ../sqlc.yaml

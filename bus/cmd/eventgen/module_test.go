@@ -17,7 +17,7 @@ import (
 // repoRoot returns the root of this module.
 func repoRoot(t *testing.T) string {
 	t.Helper()
-	root, err := filepath.Abs("../..")
+	root, err := filepath.Abs("../../..")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +121,7 @@ const goGenerate = "//go:" + "generate"
 const shopEvents = `// Package domain declares the shop's events.
 package domain
 
-` + goGenerate + ` go run github.com/edupulse/eventbus/internal/eventgen -out ../shopgen
+` + goGenerate + ` go run github.com/edupulse/eventbus/bus/cmd/eventgen -out ../shopgen
 
 import (
 	"time"
@@ -297,7 +297,7 @@ func TestSecondModule(t *testing.T) {
 // exhaustiveEvents returns an events package declaring the named events.
 func exhaustiveEvents(names ...string) string {
 	var b strings.Builder
-	b.WriteString("// Package ev declares events.\npackage ev\n\n" + goGenerate + " go run github.com/edupulse/eventbus/internal/eventgen -out ../evgen\n")
+	b.WriteString("// Package ev declares events.\npackage ev\n\n" + goGenerate + " go run github.com/edupulse/eventbus/bus/cmd/eventgen -out ../evgen\n")
 	for _, n := range names {
 		b.WriteString("\n// " + n + " happened.\n//\n//eventbus:event name=test." + strings.ToLower(n) + ".happened aggregate=ID\ntype " + n + " struct{ ID string }\n")
 	}

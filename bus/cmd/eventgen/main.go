@@ -8,7 +8,7 @@
 //
 // It runs from go generate in the events package's directory:
 //
-//	//go:generate go run github.com/edupulse/eventbus/internal/eventgen -out ../gen -queries ../gen/queries
+//	//go:generate go run github.com/edupulse/eventbus/bus/cmd/eventgen -out ../gen -queries ../gen/queries
 //
 // # Flags
 //

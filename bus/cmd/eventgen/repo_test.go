@@ -12,14 +12,14 @@ import (
 )
 
 // generateDirective is how events/doc.go runs the generator.
-const generateDirective = "//go:generate go run github.com/edupulse/eventbus/internal/eventgen "
+const generateDirective = "//go:generate go run github.com/edupulse/eventbus/bus/cmd/eventgen "
 
 // TestRepoGenUpToDate checks that the committed gen package (and its query
 // files) is what the generator makes of ./events today, with the flags of
 // the go:generate line in events/doc.go, and that no stale generated file
 // lies around.
 func TestRepoGenUpToDate(t *testing.T) {
-	eventsDir, err := filepath.Abs("../../events")
+	eventsDir, err := filepath.Abs("../../../events")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -62,7 +62,7 @@ func generatedAsyncAPI(t *testing.T) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	docs = append(docs, filepath.Join("..", "..", "gen", "asyncapi.json"))
+	docs = append(docs, filepath.Join("..", "..", "..", "gen", "asyncapi.json"))
 	if len(docs) < 3 {
 		t.Fatalf("found only %v", docs)
 	}
@@ -176,7 +176,7 @@ func TestJSONSchemasCompile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	repo, err := filepath.Glob(filepath.Join("..", "..", "gen", "schemas", "*.schema.json"))
+	repo, err := filepath.Glob(filepath.Join("..", "..", "..", "gen", "schemas", "*.schema.json"))
 	if err != nil || len(repo) != len(gen.AllKinds()) {
 		t.Fatalf("gen/schemas holds %d schemas, want one per kind (%d): %v", len(repo), len(gen.AllKinds()), err)
 	}
@@ -202,7 +202,7 @@ func TestSchemasValidateEvents(t *testing.T) {
 	if len(evs) != len(gen.AllKinds()) {
 		t.Fatalf("%d sample events for %d kinds", len(evs), len(gen.AllKinds()))
 	}
-	api := readJSON(t, filepath.Join("..", "..", "gen", "asyncapi.json")).(map[string]any)
+	api := readJSON(t, filepath.Join("..", "..", "..", "gen", "asyncapi.json")).(map[string]any)
 	messages := api["components"].(map[string]any)["messages"].(map[string]any)
 	for _, ev := range evs {
 		t.Run(ev.Kind().String(), func(t *testing.T) {
@@ -210,7 +210,7 @@ func TestSchemasValidateEvents(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			sch := compileSchema(t, filepath.Join("..", "..", "gen", "schemas", schemaFileName(ev.EventName(), ev.EventVersion())))
+			sch := compileSchema(t, filepath.Join("..", "..", "..", "gen", "schemas", schemaFileName(ev.EventName(), ev.EventVersion())))
 			payload := decodeInstance(t, msg.Payload)
 			if err := sch.Validate(payload); err != nil {
 				t.Errorf("payload %s does not validate: %v", msg.Payload, err)

@@ -18,7 +18,7 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 const notesV1 = `// Package domain declares the notes events.
 package domain
 
-` + goGenerate + ` go run github.com/edupulse/eventbus/internal/eventgen -out ../notegen
+` + goGenerate + ` go run github.com/edupulse/eventbus/bus/cmd/eventgen -out ../notegen
 
 // NoteAdded: a note was added.
 //
@@ -78,7 +78,7 @@ package domain
 
 import "strings"
 
-` + goGenerate + ` go run github.com/edupulse/eventbus/internal/eventgen -out ../notegen
+` + goGenerate + ` go run github.com/edupulse/eventbus/bus/cmd/eventgen -out ../notegen
 
 // NoteAddedV1: a note was added (version 1).
 //
