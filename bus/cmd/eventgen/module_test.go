@@ -53,11 +53,17 @@ func newModule(t *testing.T, modPath string, files map[string]string) string {
 	root := repoRoot(t)
 	dir := t.TempDir()
 	goMod := "module " + modPath + "\n\n" + goDirective(t, root) + "\n\n" +
-		"require github.com/edupulse/eventbus v0.0.0\n\n" +
-		"replace github.com/edupulse/eventbus => " + root + "\n"
-	sum, err := os.ReadFile(filepath.Join(root, "go.sum"))
-	if err != nil {
-		t.Fatal(err)
+		"require github.com/edupulse/eventbus v0.0.0\n" +
+		"require github.com/edupulse/eventbus/bus/cmd/eventgen v0.0.0\n\n" +
+		"replace github.com/edupulse/eventbus => " + root + "\n" +
+		"replace github.com/edupulse/eventbus/bus/cmd/eventgen => " + filepath.Join(root, "bus", "cmd", "eventgen") + "\n"
+	var sum []byte
+	for _, dir := range []string{root, filepath.Join(root, "bus", "cmd", "eventgen")} {
+		data, err := os.ReadFile(filepath.Join(dir, "go.sum"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum = append(sum, data...)
 	}
 	all := map[string]string{"go.mod": goMod, "go.sum": string(sum)}
 	for name, src := range files {
