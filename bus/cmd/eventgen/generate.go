@@ -14,6 +14,8 @@ import (
 	"text/template"
 
 	"golang.org/x/tools/go/packages"
+
+	"github.com/edupulse/eventbus/schema"
 )
 
 const (
@@ -55,6 +57,10 @@ type config struct {
 	// Queries is the directory of the generated sqlc query files, or ""
 	// for none.
 	Queries string
+	// SQLCSchema is the directory the outbox schema is written into, one
+	// file per eventbus migration, for sqlc to read the tables the query
+	// files use; "" for none.
+	SQLCSchema string
 	// SQLCPackage is the import path of the package sqlc generates from
 	// the queries, or "" for no typed query wrappers.
 	SQLCPackage string
@@ -158,7 +164,32 @@ func generate(cfg config) (map[string][]byte, error) {
 			files[path.Join(cfg.Queries, snake(ev.GoName)+".sql")] = buf.Bytes()
 		}
 	}
+	if cfg.SQLCSchema != "" {
+		if err := addSQLCSchema(files, cfg.SQLCSchema); err != nil {
+			return nil, err
+		}
+	}
 	return files, nil
+}
+
+// addSQLCSchema adds eventbus's migrations to files, in dir, as sqlc reads
+// a schema: NNN_name.up.sql files applied in file name order. They are the
+// migrations of the schema package eventgen was built with, the very
+// statements Migrate runs, each followed by the SQL notice so that a later
+// run replaces them (or removes one a newer eventbus no longer has). The
+// lane tables are created by a function, not by a statement sqlc could
+// read; the queries use the tables the migrations create (eventbus_outbox,
+// the parent of the lanes, and eventbus_offsets).
+func addSQLCSchema(files map[string][]byte, dir string) error {
+	ms, err := schema.Migrations()
+	if err != nil {
+		return fmt.Errorf("sqlc schema: %w", err)
+	}
+	for _, m := range ms {
+		name := path.Join(dir, fmt.Sprintf("%03d_%s.up.sql", m.Version, m.Name))
+		files[name] = []byte(strings.TrimRight(m.SQL, "\n") + "\n\n" + sqlNotice + "\n")
+	}
+	return nil
 }
 
 // packageNames returns the package-level names the generated package

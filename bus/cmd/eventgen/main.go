@@ -19,6 +19,9 @@
 //	-sqlc-package path  import path of the package sqlc generates from -queries;
 //	                    adds typed query wrappers (NewQueries) to the generated package
 //	-sqlc-out dir       sqlc's output directory: its files of removed query files are removed
+//	-sqlc-schema dir    write eventbus's outbox schema into dir (its migrations,
+//	                    NNN_name.up.sql), for sqlc.yaml's schema: sqlc then needs
+//	                    nothing from the module cache
 //	-lock file          the schema lock, relative to the events package's directory
 //	                    (default eventbus.lock.json); empty for none
 //	-accept-breaking l  accept the breaking changes of the event versions listed
@@ -84,6 +87,7 @@ type options struct {
 	Queries         string
 	SQLCPackage     string
 	SQLCOut         string
+	SQLCSchema      string
 	Lock            string
 	AcceptBreaking  string
 	Schemas         string
@@ -102,6 +106,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.Queries, "queries", "", "write sqlc query files into `directory`")
 	fs.StringVar(&o.SQLCPackage, "sqlc-package", "", "import `path` of the sqlc package generated from -queries; adds typed query wrappers")
 	fs.StringVar(&o.SQLCOut, "sqlc-out", "", "sqlc's output `directory` for -queries: its files of query files no longer generated are removed (sqlc never removes them)")
+	fs.StringVar(&o.SQLCSchema, "sqlc-schema", "", "write eventbus's outbox schema (its migrations, NNN_name.up.sql) into `directory`, for sqlc.yaml's schema")
 	fs.StringVar(&o.Lock, "lock", lockFileDefault, "the schema lock `file`, relative to the events package's directory; empty for none")
 	fs.StringVar(&o.AcceptBreaking, "accept-breaking", "", "accept the breaking changes of the event versions in `list` (NAME@VERSION, comma-separated) and rewrite the lock (for events never released)")
 	fs.StringVar(&o.Schemas, "schemas", "", "write a JSON Schema (draft 2020-12) per event version into `directory`")
@@ -109,7 +114,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.AsyncAPITopics, "asyncapi-topics", "name", "the `routing` of the AsyncAPI channels: name (a topic per wire name, the outbox default), aggregate:PREFIX or single:TOPIC")
 	fs.StringVar(&o.AsyncAPIVersion, "asyncapi-version", "1.0.0", "the AsyncAPI document's info.version")
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: eventgen -out dir [-package name] [-queries dir [-sqlc-package path]] [-lock file] [-schemas dir] [-asyncapi file] [-pkg pattern]")
+		fmt.Fprintln(fs.Output(), "usage: eventgen -out dir [-package name] [-queries dir [-sqlc-package path] [-sqlc-out dir] [-sqlc-schema dir]] [-lock file] [-schemas dir] [-asyncapi file] [-pkg pattern]")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -140,6 +145,7 @@ func newConfig(opts options, pkg *packages.Package, baseDir string) (config, err
 		Out:             filepath.ToSlash(opts.Out),
 		Package:         opts.Package,
 		Queries:         filepath.ToSlash(opts.Queries),
+		SQLCSchema:      filepath.ToSlash(opts.SQLCSchema),
 		SQLCPackage:     opts.SQLCPackage,
 		Schemas:         filepath.ToSlash(opts.Schemas),
 		AsyncAPI:        filepath.ToSlash(opts.AsyncAPI),
@@ -203,6 +209,9 @@ func run(args []string, stderr io.Writer) error {
 	}
 	if opts.Schemas != "" {
 		dirs = append(dirs, opts.Schemas)
+	}
+	if opts.SQLCSchema != "" {
+		dirs = append(dirs, opts.SQLCSchema)
 	}
 	if err := write(files, dirs); err != nil {
 		return err
