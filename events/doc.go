@@ -113,5 +113,11 @@
 // of one name stay distinct.
 package events
 
-//go:generate go run github.com/edupulse/eventbus/internal/eventgen -out ../gen -queries ../gen/queries -sqlc-package github.com/edupulse/eventbus/gen/outboxq -sqlc-out ../gen/outboxq -schemas ../gen/schemas -asyncapi ../gen/asyncapi.json
-//go:generate go tool -modfile=../internal/tools/go.mod sqlc generate -f ../sqlc.yaml
+// The generator is a module of its own (bus/cmd/eventgen); the repository's
+// go.work makes it runnable from here. sqlc is pinned in another module,
+// internal/tools, which is deliberately not in go.work (its dependencies
+// would otherwise join every workspace build); go tool -modfile refuses
+// workspace mode, hence GOWORK=off for that one command.
+//
+//go:generate go run github.com/edupulse/eventbus/bus/cmd/eventgen -out ../gen -queries ../gen/queries -sqlc-package github.com/edupulse/eventbus/gen/outboxq -sqlc-out ../gen/outboxq -schemas ../gen/schemas -asyncapi ../gen/asyncapi.json
+//go:generate env GOWORK=off go tool -modfile=../internal/tools/go.mod sqlc generate -f ../sqlc.yaml

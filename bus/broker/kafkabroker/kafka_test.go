@@ -7,6 +7,7 @@ import (
 
 	"github.com/edupulse/eventbus/bus/broker/brokertest"
 	_ "github.com/edupulse/eventbus/bus/broker/kafkabroker"
+	"github.com/edupulse/eventbus/bus/broker/kafkabroker/internal/kafkaserver"
 	"github.com/edupulse/eventbus/internal/brokertest/servers"
 	"github.com/edupulse/eventbus/internal/pgtest"
 )
@@ -21,9 +22,9 @@ func TestConformance(t *testing.T) {
 		// consumer received nothing for 8.3-8.8 s after kfake was back, on
 		// every topic at once, against the suite's 5 s; the cause is not
 		// found yet. The case stays off until it is, rather than failing
-		// CI one run in three; servers.RestartableKafka is kept for it.
+		// CI one run in three; kafkaserver.RestartableKafka is kept for it.
 		NotRestartable: "consumers sometimes resume 8-9 s after a restart, past the suite's 5 s bound (issue 10 point 9, cause not found yet)",
-	}, func(t *testing.T) string { return servers.Kafka(t) })
+	}, func(t *testing.T) string { return kafkaserver.Kafka(t) })
 }
 
 func TestOpenErrors(t *testing.T) {
@@ -37,4 +38,4 @@ func TestOpenErrors(t *testing.T) {
 	})
 }
 
-func TestGroups(t *testing.T) { brokertest.RunGroups(t, servers.Kafka(t)) }
+func TestGroups(t *testing.T) { brokertest.RunGroups(t, kafkaserver.Kafka(t)) }

@@ -11,6 +11,7 @@ import (
 	"github.com/edupulse/eventbus/bus/broker"
 	"github.com/edupulse/eventbus/bus/broker/brokertest"
 	_ "github.com/edupulse/eventbus/bus/broker/natsbroker"
+	"github.com/edupulse/eventbus/bus/broker/natsbroker/internal/natsserver"
 	"github.com/edupulse/eventbus/internal/brokertest/servers"
 	"github.com/edupulse/eventbus/internal/pgtest"
 )
@@ -21,8 +22,8 @@ func TestConformance(t *testing.T) {
 	brokertest.Run(t, brokertest.Features{
 		OrderPerAggregate: true,
 		Refusal:           &brokertest.Refusal{Title: brokertest.OversizedTitle(servers.MaxMessageSize), Error: "nats: maximum payload exceeded"},
-		Restartable:       func(t *testing.T) brokertest.Restarter { return servers.RestartableNATS(t) },
-	}, func(t *testing.T) string { return servers.NATS(t) })
+		Restartable:       func(t *testing.T) brokertest.Restarter { return natsserver.RestartableNATS(t) },
+	}, func(t *testing.T) string { return natsserver.NATS(t) })
 }
 
 func TestOpenErrors(t *testing.T) {
@@ -74,4 +75,4 @@ func TestAuth(t *testing.T) {
 	}
 }
 
-func TestGroups(t *testing.T) { brokertest.RunGroups(t, servers.NATS(t)) }
+func TestGroups(t *testing.T) { brokertest.RunGroups(t, natsserver.NATS(t)) }

@@ -4,7 +4,7 @@ import (
 	"testing"
 
 	"github.com/edupulse/eventbus/bus/broker/brokertest"
-	"github.com/edupulse/eventbus/internal/brokertest/servers"
+	"github.com/edupulse/eventbus/bus/broker/natsbroker/internal/natsserver"
 )
 
 // TestRestartAckStall is issue 10.8: after a restart, a consumer stalled for
@@ -24,6 +24,6 @@ import (
 // retried until the server answers, every restart resumed within 1.3 s
 // (2.6 s with the CPUs busy).
 func TestRestartAckStall(t *testing.T) {
-	r := servers.RestartableNATS(t)
+	r := natsserver.RestartableNATS(t)
 	brokertest.RunRestarts(t, r, brokertest.RestartConfig{URL: r.URL() + "?max_ack_pending=1"})
 }

@@ -4,16 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
-
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/edupulse/eventbus/internal/pgserver"
 )
@@ -65,7 +61,11 @@ func (r *Restartable) Start() error {
 	return nil
 }
 
-func newRestartable(tb testing.TB, url string, stop, start func() error) *Restartable {
+// NewRestartable returns the Restartable at url, running, which stop stops
+// and start starts again; it is stopped at the test's cleanup. The NATS and
+// Kafka servers, which are Go modules, make theirs with it in their
+// adapters' modules (natsserver.RestartableNATS, kafkaserver.RestartableKafka).
+func NewRestartable(tb testing.TB, url string, stop, start func() error) *Restartable {
 	r := &Restartable{url: url, running: true, stop: stop, start: start}
 	tb.Cleanup(func() {
 		if err := r.Stop(); err != nil {
@@ -73,89 +73,6 @@ func newRestartable(tb testing.TB, url string, stop, start func() error) *Restar
 		}
 	})
 	return r
-}
-
-// RestartableNATS is NATS on a server of the test's own, restartable: the
-// embedded server stores JetStream in a temporary directory and starts again
-// on the same port.
-func RestartableNATS(tb testing.TB) *Restartable {
-	tb.Helper()
-	dir := tb.TempDir()
-	opts := func(port int) *server.Options {
-		return &server.Options{
-			ServerName: "eventbus-test",
-			Host:       "127.0.0.1",
-			Port:       port,
-			HTTPPort:   0,
-			JetStream:  true,
-			MaxPayload: MaxMessageSize,
-			StoreDir:   dir,
-			NoLog:      true,
-			NoSigs:     true,
-		}
-	}
-	start := func(port int) (*server.Server, error) {
-		s, err := server.NewServer(opts(port))
-		if err != nil {
-			return nil, err
-		}
-		s.Start()
-		if !s.ReadyForConnections(readyTimeout) {
-			s.Shutdown()
-			return nil, fmt.Errorf("nats: not ready for connections after %v", readyTimeout)
-		}
-		if !s.JetStreamEnabled() {
-			s.Shutdown()
-			return nil, errors.New("nats: JetStream is not enabled")
-		}
-		return s, nil
-	}
-	s, err := start(server.RANDOM_PORT)
-	if err != nil {
-		tb.Fatalf("servers: %v", err)
-	}
-	port := s.Addr().(*net.TCPAddr).Port
-	return newRestartable(tb, s.ClientURL(),
-		func() error {
-			s.Shutdown()
-			s.WaitForShutdown()
-			return nil
-		},
-		func() error {
-			s2, err := start(port)
-			if err != nil {
-				return err
-			}
-			s = s2
-			return nil
-		})
-}
-
-// RestartableKafka is Kafka on a kfake cluster of the test's own,
-// restartable: the cluster persists to a temporary directory and starts
-// again on the same port.
-func RestartableKafka(tb testing.TB) *Restartable {
-	tb.Helper()
-	dir := tb.TempDir()
-	opts := []kfake.Opt{kfake.NumBrokers(1), kfake.AllowAutoTopicCreation(), kfake.DataDir(dir),
-		kfake.BrokerConfigs(map[string]string{"message.max.bytes": strconv.Itoa(MaxMessageSize)})}
-	c, err := kfake.NewCluster(opts...)
-	if err != nil {
-		tb.Fatalf("servers: kafka (kfake): %v", err)
-	}
-	addr := c.ListenAddrs()[0]
-	_, portStr, _ := net.SplitHostPort(addr)
-	port, _ := strconv.Atoi(portStr)
-	return newRestartable(tb, "kafka://"+addr,
-		func() error { c.Close(); return nil },
-		func() error {
-			c2, err := kfake.NewCluster(append(opts, kfake.Ports(port))...)
-			if err != nil {
-				return fmt.Errorf("kafka (kfake): %w", err)
-			}
-			c = c2
-			return nil
-		})
 }
 
 // RestartableRedis is Redis on a redis-server of the test's own,
@@ -194,7 +111,7 @@ func RestartableRedis(tb testing.TB) *Restartable {
 			}
 			break
 		}
-		return newRestartable(tb, fmt.Sprintf("redis://127.0.0.1:%d/0", port),
+		return NewRestartable(tb, fmt.Sprintf("redis://127.0.0.1:%d/0", port),
 			func() error { return p.stop(syscall.SIGTERM) },
 			func() error { return start(port) })
 	}
@@ -222,7 +139,7 @@ func RestartableRabbitMQ(tb testing.TB) *Restartable {
 			tb.Errorf("servers: %v", err)
 		}
 	})
-	return newRestartable(tb, srv.url,
+	return NewRestartable(tb, srv.url,
 		func() error { return srv.node.stop(syscall.SIGTERM) },
 		srv.startNode)
 }
@@ -251,7 +168,7 @@ func RestartablePostgres(tb testing.TB) *Restartable {
 	if err != nil {
 		tb.Fatalf("servers: %v", err)
 	}
-	return newRestartable(tb, url, srv.Shutdown, func() error {
+	return NewRestartable(tb, url, srv.Shutdown, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
 		defer cancel()
 		return srv.Resume(ctx)

@@ -3,9 +3,6 @@
 // one the test binary already runs, for RabbitMQ), stops it at the test's
 // cleanup and returns the broker URL for broker.Open.
 //
-//   - NATS: an embedded nats-server with JetStream (pure Go, nothing to
-//     install).
-//   - Kafka: kfake, an in-process Kafka (pure Go, nothing to install).
 //   - Redis: the redis-server binary (Debian package redis-server).
 //   - RabbitMQ: the rabbitmq-server of the Debian package rabbitmq-server,
 //     started without its init script, as the calling user, with every
@@ -15,13 +12,22 @@
 // above RedisMaxBulkLen), so that tests of what a broker refuses need no
 // large payloads.
 //
-// RestartableNATS, RestartableKafka, RestartableRedis, RestartableRabbitMQ
-// and RestartablePostgres give a test a server of its own that it stops and
-// starts again on the same address with its data (see Restartable).
+// RestartableRedis, RestartableRabbitMQ and RestartablePostgres (and, in
+// their adapters' modules, natsserver.RestartableNATS and
+// kafkaserver.RestartableKafka) give a test a server of its own that it
+// stops and starts again on the same address with its data (see
+// Restartable).
 //
 // When a server binary is missing the test is skipped with a hint on how to
 // install it, or fails when the environment variable CI is "true".
 // bash .ci/install-brokers.sh installs both Debian packages.
+//
+// NATS and Kafka run in process, from Go modules (nats-server, franz-go's
+// kfake). Their starters live in the modules of their adapters
+// (bus/broker/natsbroker/internal/natsserver,
+// bus/broker/kafkabroker/internal/kafkaserver), so that this package, which
+// is in the root module, needs nothing but the standard library, and no
+// module lists a test server it does not use.
 package servers
 
 import (

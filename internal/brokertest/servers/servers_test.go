@@ -24,7 +24,7 @@ func dial(t *testing.T, raw string) {
 
 func TestServers(t *testing.T) {
 	for name, start := range map[string]func(testing.TB) string{
-		"NATS": servers.NATS, "Kafka": servers.Kafka, "Redis": servers.Redis, "RabbitMQ": servers.RabbitMQ,
+		"Redis": servers.Redis, "RabbitMQ": servers.RabbitMQ,
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
