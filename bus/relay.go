@@ -36,6 +36,7 @@ const (
 	PollIntervalDefault    = time.Second
 	RetryIntervalDefault   = time.Second
 	BatchSizeDefault       = 100
+	MaxInFlightDefault     = 64
 	MaxAttemptsDefault     = 5
 	BackoffInitialDefault  = 100 * time.Millisecond
 	BackoffMaxDefault      = 10 * time.Second
@@ -56,6 +57,20 @@ const (
 	// VARCHAR(255) consumer_group.
 	maxConsumerGroupLen = 250
 )
+
+// ConcurrentPublisher is a message.Publisher that says whether concurrent
+// Publish calls pay off: each call returns once the broker confirmed its
+// messages, and calls made at once share the broker's round trips (an
+// asynchronous publish, a producer batching what it is given). The
+// publishers of the broker adapters in bus/broker are. The relay keeps
+// several events of a lane in flight to such a publisher by default (see
+// RelayConfig.MaxInFlight).
+type ConcurrentPublisher interface {
+	message.Publisher
+	// PublishesConcurrently reports whether concurrent Publish calls pay
+	// off.
+	PublishesConcurrently() bool
+}
 
 // RelayConfig configures a Relay. Zero values take the documented defaults.
 type RelayConfig struct {
@@ -91,6 +106,17 @@ type RelayConfig struct {
 	RetryInterval time.Duration
 	// BatchSize is the number of rows read per query. Defaults to 100.
 	BatchSize int
+	// MaxInFlight bounds the events of one lane that are being published
+	// at once (or wait for an earlier event of their aggregate to be
+	// confirmed). An aggregate never has more than one event in flight: a
+	// later event is sent only after the broker confirmed the earlier one.
+	// Events of different aggregates may then reach the broker in another
+	// order than the lane's. The relay calls the Publisher from up to that
+	// many goroutines per lane; 1 publishes one event at a time, in the
+	// lane's order. Defaults to MaxInFlightDefault (64) for a Publisher
+	// that is a ConcurrentPublisher saying so (every broker adapter's), and
+	// to 1 for any other.
+	MaxInFlight int
 	// AckDeadline bounds the time one event may take to be published,
 	// retries included, before the lane's batch is given up and read again
 	// (the event's attempt count is kept). While publishing keeps failing,
@@ -133,6 +159,12 @@ func (c *RelayConfig) setDefaults() {
 	c.PollInterval = cmp.Or(c.PollInterval, PollIntervalDefault)
 	c.RetryInterval = cmp.Or(c.RetryInterval, RetryIntervalDefault)
 	c.BatchSize = cmp.Or(c.BatchSize, BatchSizeDefault)
+	if c.MaxInFlight == 0 {
+		c.MaxInFlight = 1
+		if p, ok := c.Publisher.(ConcurrentPublisher); ok && p.PublishesConcurrently() {
+			c.MaxInFlight = MaxInFlightDefault
+		}
+	}
 	c.AckDeadline = cmp.Or(c.AckDeadline, AckDeadlineDefault)
 	c.MaxAttempts = cmp.Or(c.MaxAttempts, MaxAttemptsDefault)
 	c.BackoffInitial = cmp.Or(c.BackoffInitial, BackoffInitialDefault)
@@ -165,6 +197,9 @@ func (c RelayConfig) Validate() error {
 	}
 	if c.BatchSize < 0 {
 		errs = append(errs, fmt.Errorf("negative BatchSize %d", c.BatchSize))
+	}
+	if c.MaxInFlight < 0 {
+		errs = append(errs, fmt.Errorf("negative MaxInFlight %d", c.MaxInFlight))
 	}
 	if c.MaxAttempts < 0 {
 		errs = append(errs, fmt.Errorf("negative MaxAttempts %d", c.MaxAttempts))
@@ -205,6 +240,10 @@ type Relay struct {
 
 	published, failed, deadLettered atomic.Int64
 	cleaner                         cleanerState // cleaner.go
+
+	// testSent, set by tests before Run, sees every event a lane hands to
+	// its forwarder.
+	testSent func(*message.Message)
 }
 
 // RelayStats counts what a relay did since it was made.
@@ -449,6 +488,7 @@ func (r *Relay) newLaneForwarder(pool *pgxpool.Pool, sqlDB *sql.DB, lane int, wa
 	topic := schema.LaneTopic(lane)
 	logger := r.logger.With(watermill.LogFields{"lane": lane})
 	ackDeadline := r.cfg.AckDeadline
+	pipeline := newLanePipeline(nil, r.cfg.MaxInFlight, ackDeadline, logger)
 	sub, err := wsql.NewSubscriber(sqlDB, wsql.SubscriberConfig{
 		ConsumerGroup:  LaneConsumerGroup(r.cfg.ConsumerGroup, lane),
 		AckDeadline:    &ackDeadline,
@@ -456,12 +496,18 @@ func (r *Relay) newLaneForwarder(pool *pgxpool.Pool, sqlDB *sql.DB, lane int, wa
 		ResendInterval: r.cfg.BackoffInitial,
 		RetryInterval:  r.cfg.RetryInterval,
 		BackoffManager: waker,
-		SchemaAdapter:  laneSchema{KeysetSchema: KeysetSchema{wsql.DefaultPostgreSQLSchema{SubscribeBatchSize: r.cfg.BatchSize}}, busy: waker.laneBusy},
-		OffsetsAdapter: laneOffsets{},
+		SchemaAdapter: laneSchema{
+			KeysetSchema: KeysetSchema{wsql.DefaultPostgreSQLSchema{SubscribeBatchSize: r.cfg.BatchSize}},
+			busy:         waker.laneBusy,
+			pipeline:     pipeline,
+		},
+		OffsetsAdapter: laneOffsets{pipeline: pipeline},
 	}, logger)
 	if err != nil {
 		return nil, fmt.Errorf("bus: relay: lane %d subscriber: %w", lane, err)
 	}
+	pipeline.sub = sub
+	pipeline.testSent = r.testSent
 	poison, err := middleware.PoisonQueueWithFilter(&deadLetterSink{pool: pool, q: r.q, logger: logger, count: &r.deadLettered}, deadLetterTopic, IsPermanent)
 	if err != nil {
 		return nil, fmt.Errorf("bus: relay: %w", err)
@@ -470,7 +516,7 @@ func (r *Relay) newLaneForwarder(pool *pgxpool.Pool, sqlDB *sql.DB, lane int, wa
 	mws := []message.HandlerMiddleware{poison, attempts.middleware}
 	mws = append(mws, r.cfg.Middlewares...)
 	mws = append(mws, validateOutboxRow)
-	return forwarder.NewForwarder(sub, r.cfg.Publisher, logger, forwarder.Config{
+	return forwarder.NewForwarder(pipeline, r.cfg.Publisher, logger, forwarder.Config{
 		ForwarderTopic: topic,
 		Middlewares:    mws,
 		CloseTimeout:   r.cfg.ShutdownTimeout,
