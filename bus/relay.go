@@ -118,8 +118,9 @@ type RelayConfig struct {
 	// to 1 for any other.
 	MaxInFlight int
 	// AckDeadline bounds the time one event may take to be published,
-	// retries included, before the lane's batch is given up and read again
-	// (the event's attempt count is kept). While publishing keeps failing,
+	// retries included, from when it is handed to the Publisher, before the
+	// lane's batch is given up and read again from the first event not
+	// confirmed (the event's attempt count is kept). While publishing keeps failing,
 	// the lane then pauses between batches (exponential backoff up to
 	// BackoffMax). Must be above BackoffInitial. Defaults to 5 seconds.
 	AckDeadline time.Duration
@@ -226,13 +227,14 @@ func (c RelayConfig) Validate() error {
 
 // Relay moves events from the outbox to a broker: for every lane, a
 // watermill-sql subscriber reads the lane table and Watermill's forwarder
-// unwraps each row and publishes it. Several relay processes with the same
-// ConsumerGroup may run against one database: each lane is relayed by one
-// of them at a time, in commit order.
+// unwraps each row and publishes it, with up to MaxInFlight events of the
+// lane in flight and at most one per aggregate. Several relay processes
+// with the same ConsumerGroup may run against one database: each lane is
+// relayed by one of them at a time, every aggregate in commit order.
 //
 // Delivery is at least once: an event is acknowledged in the outbox only
-// after the broker accepted it, so a crash between the two publishes it
-// again.
+// after the broker accepted it and every event before it in its lane, so
+// a crash between the two publishes it again.
 type Relay struct {
 	cfg    RelayConfig
 	logger watermill.LoggerAdapter
