@@ -242,10 +242,6 @@ type Relay struct {
 
 	published, failed, deadLettered atomic.Int64
 	cleaner                         cleanerState // cleaner.go
-
-	// testSent, set by tests before Run, sees every event a lane hands to
-	// its forwarder.
-	testSent func(*message.Message)
 }
 
 // RelayStats counts what a relay did since it was made.
@@ -509,7 +505,6 @@ func (r *Relay) newLaneForwarder(pool *pgxpool.Pool, sqlDB *sql.DB, lane int, wa
 		return nil, fmt.Errorf("bus: relay: lane %d subscriber: %w", lane, err)
 	}
 	pipeline.sub = sub
-	pipeline.testSent = r.testSent
 	poison, err := middleware.PoisonQueueWithFilter(&deadLetterSink{pool: pool, q: r.q, logger: logger, count: &r.deadLettered}, deadLetterTopic, IsPermanent)
 	if err != nil {
 		return nil, fmt.Errorf("bus: relay: %w", err)

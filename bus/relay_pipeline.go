@@ -65,8 +65,6 @@ type lanePipeline struct {
 
 	// wakeRun and wakeSettle are signalled when a row is resolved.
 	wakeRun, wakeSettle chan struct{}
-	// testSent, when set, receives every row handed to the router.
-	testSent func(*message.Message)
 }
 
 // laneBatch is the rows of one watermill-sql query of a lane.
@@ -230,9 +228,6 @@ func (p *lanePipeline) sent(r *relayRow) {
 	p.ready = p.ready[1:]
 	r.state = rowSent
 	p.mu.Unlock()
-	if p.testSent != nil {
-		p.testSent(r.out)
-	}
 	// The router acks or nacks every message it received.
 	go func() {
 		defer r.cancel()
