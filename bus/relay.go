@@ -510,7 +510,7 @@ func (r *Relay) newLaneForwarder(pool *pgxpool.Pool, sqlDB *sql.DB, lane int, wa
 		return nil, fmt.Errorf("bus: relay: %w", err)
 	}
 	attempts := publishAttempts{relay: r, pool: pool, lane: lane, waker: waker, logger: logger}
-	mws := []message.HandlerMiddleware{poison, attempts.middleware}
+	mws := []message.HandlerMiddleware{pipeline.middleware, poison, attempts.middleware}
 	mws = append(mws, r.cfg.Middlewares...)
 	mws = append(mws, validateOutboxRow)
 	return forwarder.NewForwarder(pipeline, r.cfg.Publisher, logger, forwarder.Config{

@@ -18,9 +18,9 @@ import (
 // watermill-sql's subscriber hands out one row at a time and waits for its
 // ack; Watermill's router runs its handler in a goroutine of its own for
 // every message it receives. The pipeline acknowledges a row to the
-// subscriber as soon as it takes it, and hands the router a copy, whose ack
-// or nack tells whether the broker confirmed the event (or it was
-// dead-lettered). So the subscriber hands out rows as fast as the pipeline
+// subscriber as soon as it takes it, and hands the router a copy; the
+// forwarder's outermost middleware (middleware) sees whether the broker
+// confirmed the event (or it was dead-lettered). So the subscriber hands out rows as fast as the pipeline
 // takes them, and the router publishes them concurrently, with these
 // bounds:
 //
@@ -138,9 +138,14 @@ func (p *lanePipeline) run(ctx context.Context, in <-chan *message.Message, out 
 	defer close(out)
 	for {
 		p.mu.Lock()
+		pending := p.pending
 		next := p.nextReadyLocked()
 		room := p.pending < p.depth
+		resolved := p.pending < pending // rows skipped, or known to be confirmed
 		p.mu.Unlock()
+		if resolved {
+			p.wake()
+		}
 		var inCh <-chan *message.Message
 		if room {
 			inCh = in
@@ -186,7 +191,7 @@ func (p *lanePipeline) nextReadyLocked() *relayRow {
 			var ctx context.Context
 			ctx, r.cancel = context.WithTimeout(p.ctx, p.deadline)
 			r.out = r.src.Copy()
-			r.out.SetContext(ctx)
+			r.out.SetContext(context.WithValue(ctx, relayRowKey{}, r))
 		}
 		return r
 	}
@@ -226,18 +231,39 @@ func (p *lanePipeline) take(msg *message.Message) {
 func (p *lanePipeline) sent(r *relayRow) {
 	p.mu.Lock()
 	p.ready = p.ready[1:]
-	r.state = rowSent
+	if r.state == rowWaiting { // the router may have resolved it already
+		r.state = rowSent
+	}
 	p.mu.Unlock()
-	// The router acks or nacks every message it received.
-	go func() {
-		defer r.cancel()
-		select {
-		case <-r.out.Acked():
-			p.resolve(r, rowPublished)
-		case <-r.out.Nacked():
-			p.resolve(r, rowFailed)
+}
+
+// relayRowKey is the context key of a row's message, for middleware.
+type relayRowKey struct{}
+
+// middleware is the outermost handler middleware of the lane's forwarder:
+// it resolves the row of each message when the handler returns (the router
+// then acks or nacks the message, which nobody waits for).
+func (p *lanePipeline) middleware(h message.HandlerFunc) message.HandlerFunc {
+	return func(msg *message.Message) ([]*message.Message, error) {
+		r, _ := msg.Context().Value(relayRowKey{}).(*relayRow)
+		if r == nil {
+			return h(msg)
 		}
-	}()
+		resolved := false
+		defer func() {
+			if !resolved { // the handler panicked: the router recovers and nacks
+				p.resolve(r, rowFailed)
+			}
+		}()
+		out, err := h(msg)
+		resolved = true
+		if err != nil {
+			p.resolve(r, rowFailed)
+		} else {
+			p.resolve(r, rowPublished)
+		}
+		return out, err
+	}
 }
 
 // resolve records the outcome of a row sent to the router.
@@ -245,6 +271,12 @@ func (p *lanePipeline) resolve(r *relayRow, state rowState) {
 	p.mu.Lock()
 	p.resolveLocked(r, state)
 	p.mu.Unlock()
+	r.cancel()
+	p.wake()
+}
+
+// wake signals the run loop and settle that rows were resolved.
+func (p *lanePipeline) wake() {
 	for _, ch := range []chan struct{}{p.wakeRun, p.wakeSettle} {
 		select {
 		case ch <- struct{}{}:
@@ -285,13 +317,14 @@ func (p *lanePipeline) resolveLocked(r *relayRow, state rowState) {
 // stop ends the pipeline: rows not sent yet are skipped.
 func (p *lanePipeline) stop() {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	p.batch.closed = true
 	for len(p.ready) > 0 {
 		r := p.ready[0]
 		p.ready = p.ready[1:]
 		p.resolveLocked(r, rowSkipped)
 	}
+	p.mu.Unlock()
+	p.wake()
 }
 
 // beginBatch starts a batch; the subscriber calls it (through the lane's
