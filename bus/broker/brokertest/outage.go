@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -47,15 +46,14 @@ func RunOutage(t *testing.T, brokerURL string, restart func(tb testing.TB)) {
 	ctx := context.Background()
 	pool := newDB(t)
 	prefix := "t" + uuid.NewString()[:8] + "_"
-	ob, err := bus.NewOutbox(ctx, pool, bus.OutboxConfig{Registry: gen.Registry(), Topic: bus.TopicByAggregateType(prefix)})
+	routing := bus.RouteByAggregateType(prefix)
+	ob, err := bus.NewOutbox(ctx, pool, bus.OutboxConfig{Registry: gen.Registry(), Routing: routing})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var topics []string
-	for _, typ := range gen.Registry().Types() {
-		if !slices.Contains(topics, prefix+typ.AggregateType) {
-			topics = append(topics, prefix+typ.AggregateType)
-		}
+	topics, err := routing.Topics(gen.Registry())
+	if err != nil {
+		t.Fatal(err)
 	}
 	group := prefix + "check"
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
