@@ -100,11 +100,11 @@ func RunOutage(t *testing.T, brokerURL string, restart func(tb testing.TB)) {
 		t.Fatal("the victim event was never published")
 	}
 	// Restart while the first half is still being relayed.
-	waitUntil(t, timeout, "a quarter of the first half confirmed", func() bool { return sink.confirmedCount() >= half/4 })
+	pollUntil(t, timeout, "a quarter of the first half confirmed", func() bool { return sink.confirmedCount() >= half/4 })
 	restart(t)
 	write(evs[half:])
-	waitUntil(t, timeout, "every event confirmed", func() bool { return sink.confirmedCount() == len(evs) })
-	waitUntil(t, timeout, "every outbox row acknowledged", func() bool {
+	pollUntil(t, timeout, "every event confirmed", func() bool { return sink.confirmedCount() == len(evs) })
+	pollUntil(t, timeout, "every outbox row acknowledged", func() bool {
 		var backlog int
 		err := pool.QueryRow(ctx, `SELECT count(*) FROM (`+backlogSQL(4)+`) b`).Scan(&backlog)
 		return err == nil && backlog == 0
@@ -223,8 +223,8 @@ func subscribeAll(t *testing.T, url, group string, topics []string, logger *slog
 	return got
 }
 
-// waitUntil polls cond until it holds, failing the test after timeout.
-func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+// pollUntil polls cond until it holds, failing the test after timeout.
+func pollUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
