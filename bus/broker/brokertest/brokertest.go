@@ -145,9 +145,6 @@ type AppConfig struct {
 	// Fail, when set, runs before the consumer's handler applies an event:
 	// an error fails the handler.
 	Fail func(bus.Event) error
-	// RelayPublisher, when set, wraps the broker's publisher for the
-	// relay.
-	RelayPublisher func(message.Publisher) message.Publisher
 }
 
 // App is an application: it consumes EduPulse events into an effects table
@@ -230,9 +227,6 @@ func StartApp(ctx context.Context, cfg AppConfig) (*App, error) {
 	app.Consumer = c
 	app.Topics = c.Topics()
 	relayCfg := bus.RelayConfig{Pool: cfg.Pool, Publisher: b.Publisher(), Logger: cfg.Logger}
-	if cfg.RelayPublisher != nil {
-		relayCfg.Publisher = cfg.RelayPublisher(relayCfg.Publisher)
-	}
 	if !cfg.DefaultRelay {
 		relayCfg.PollInterval, relayCfg.BackoffInitial, relayCfg.BackoffMax = 200*time.Millisecond, 10*time.Millisecond, 200*time.Millisecond
 	}
