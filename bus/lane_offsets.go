@@ -21,7 +21,16 @@ import (
 // writes the new offset, just before it commits. A relay process that does
 // not get the lock reads no rows and tries again later, instead of waiting
 // on a row lock and failing with a serialization error.
-type laneOffsets struct{}
+//
+// The subscriber calls AckMessageQuery after it handed out a batch's rows
+// and before it writes the offset: the offsets adapter waits there for the
+// lane's pipeline to settle the batch (every row confirmed by the broker,
+// dead-lettered, failed or skipped), and acknowledges the longest prefix of
+// the batch that was confirmed, which may end before the row the
+// subscriber names.
+type laneOffsets struct {
+	pipeline *lanePipeline
+}
 
 // SchemaInitializingQueries implements wsql.OffsetsAdapter: schema.Migrate
 // creates the offsets table.
@@ -35,10 +44,17 @@ func (laneOffsets) NextOffsetQuery(_, consumerGroup string) wsql.Query {
 	}
 }
 
-// AckMessageQuery implements wsql.OffsetsAdapter. The offset only moves
-// forward: a relay that read a batch another one had already acknowledged
-// (both publish it: at least once) cannot move it back.
-func (laneOffsets) AckMessageQuery(_ string, row wsql.Row, consumerGroup string) wsql.Query {
+// AckMessageQuery implements wsql.OffsetsAdapter. It blocks until the
+// batch is settled (see laneOffsets). The offset only moves forward: a
+// relay that read a batch another one had already acknowledged (both
+// publish it: at least once) cannot move it back.
+func (o laneOffsets) AckMessageQuery(_ string, last wsql.Row, consumerGroup string) wsql.Query {
+	row, ok := o.pipeline.settle(last)
+	if !ok {
+		// Nothing of the batch to acknowledge: the subscriber still runs a
+		// statement, and then commits a transaction that wrote nothing.
+		return wsql.Query{Query: `SELECT 1`}
+	}
 	return wsql.Query{
 		Query: `INSERT INTO ` + schema.OffsetsTable + ` AS o (offset_acked, last_processed_transaction_id, consumer_group)
 	VALUES ($1, $2, $3)
@@ -80,9 +96,13 @@ func (laneOffsets) BeforeSubscribingQueries(_, consumerGroup string) []wsql.Quer
 // turns into "no message" after telling the lane's waker: the lane then
 // waits a poll interval instead of polling a lane that another process is
 // draining.
+//
+// It also tells the lane's pipeline when a batch starts (SelectQuery is
+// called before each query) and which rows it read.
 type laneSchema struct {
 	KeysetSchema
-	busy func()
+	busy     func()
+	pipeline *lanePipeline
 }
 
 // busyOffset marks the sentinel row of a lane held by another relay.
@@ -93,6 +113,7 @@ func (laneSchema) SubscribeIsolationLevel() sql.IsolationLevel { return sql.Leve
 
 // SelectQuery implements wsql.SchemaAdapter.
 func (s laneSchema) SelectQuery(topic string, consumerGroup string, offsetsAdapter wsql.OffsetsAdapter) wsql.Query {
+	s.pipeline.beginBatch()
 	q := s.KeysetSchema.SelectQuery(topic, consumerGroup, offsetsAdapter)
 	// Advisory locks are re-entrant: this returns true when
 	// eventbus_claim_lane took the lock, and false when another process
@@ -111,6 +132,9 @@ func (s laneSchema) UnmarshalMessage(row wsql.Scanner) (wsql.Row, error) {
 	if err == nil && r.Offset == busyOffset {
 		s.busy()
 		return wsql.Row{}, sql.ErrNoRows // the subscriber reads this as "no message"
+	}
+	if err == nil {
+		s.pipeline.readRow(r)
 	}
 	return r, err
 }

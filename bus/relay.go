@@ -36,6 +36,7 @@ const (
 	PollIntervalDefault    = time.Second
 	RetryIntervalDefault   = time.Second
 	BatchSizeDefault       = 100
+	MaxInFlightDefault     = 64
 	MaxAttemptsDefault     = 5
 	BackoffInitialDefault  = 100 * time.Millisecond
 	BackoffMaxDefault      = 10 * time.Second
@@ -56,6 +57,20 @@ const (
 	// VARCHAR(255) consumer_group.
 	maxConsumerGroupLen = 250
 )
+
+// ConcurrentPublisher is a message.Publisher that says whether concurrent
+// Publish calls pay off: each call returns once the broker confirmed its
+// messages, and calls made at once share the broker's round trips (an
+// asynchronous publish, a producer batching what it is given). The
+// publishers of the broker adapters in bus/broker are. The relay keeps
+// several events of a lane in flight to such a publisher by default (see
+// RelayConfig.MaxInFlight).
+type ConcurrentPublisher interface {
+	message.Publisher
+	// PublishesConcurrently reports whether concurrent Publish calls pay
+	// off.
+	PublishesConcurrently() bool
+}
 
 // RelayConfig configures a Relay. Zero values take the documented defaults.
 type RelayConfig struct {
@@ -91,9 +106,21 @@ type RelayConfig struct {
 	RetryInterval time.Duration
 	// BatchSize is the number of rows read per query. Defaults to 100.
 	BatchSize int
+	// MaxInFlight bounds the events of one lane that are being published
+	// at once (or wait for an earlier event of their aggregate to be
+	// confirmed). An aggregate never has more than one event in flight: a
+	// later event is sent only after the broker confirmed the earlier one.
+	// Events of different aggregates may then reach the broker in another
+	// order than the lane's. The relay calls the Publisher from up to that
+	// many goroutines per lane; 1 publishes one event at a time, in the
+	// lane's order. Defaults to MaxInFlightDefault (64) for a Publisher
+	// that is a ConcurrentPublisher saying so (every broker adapter's), and
+	// to 1 for any other.
+	MaxInFlight int
 	// AckDeadline bounds the time one event may take to be published,
-	// retries included, before the lane's batch is given up and read again
-	// (the event's attempt count is kept). While publishing keeps failing,
+	// retries included, from when it is handed to the Publisher, before the
+	// lane's batch is given up and read again from the first event not
+	// confirmed (the event's attempt count is kept). While publishing keeps failing,
 	// the lane then pauses between batches (exponential backoff up to
 	// BackoffMax). Must be above BackoffInitial. Defaults to 5 seconds.
 	AckDeadline time.Duration
@@ -133,6 +160,12 @@ func (c *RelayConfig) setDefaults() {
 	c.PollInterval = cmp.Or(c.PollInterval, PollIntervalDefault)
 	c.RetryInterval = cmp.Or(c.RetryInterval, RetryIntervalDefault)
 	c.BatchSize = cmp.Or(c.BatchSize, BatchSizeDefault)
+	if c.MaxInFlight == 0 {
+		c.MaxInFlight = 1
+		if p, ok := c.Publisher.(ConcurrentPublisher); ok && p.PublishesConcurrently() {
+			c.MaxInFlight = MaxInFlightDefault
+		}
+	}
 	c.AckDeadline = cmp.Or(c.AckDeadline, AckDeadlineDefault)
 	c.MaxAttempts = cmp.Or(c.MaxAttempts, MaxAttemptsDefault)
 	c.BackoffInitial = cmp.Or(c.BackoffInitial, BackoffInitialDefault)
@@ -166,6 +199,9 @@ func (c RelayConfig) Validate() error {
 	if c.BatchSize < 0 {
 		errs = append(errs, fmt.Errorf("negative BatchSize %d", c.BatchSize))
 	}
+	if c.MaxInFlight < 0 {
+		errs = append(errs, fmt.Errorf("negative MaxInFlight %d", c.MaxInFlight))
+	}
 	if c.MaxAttempts < 0 {
 		errs = append(errs, fmt.Errorf("negative MaxAttempts %d", c.MaxAttempts))
 	}
@@ -191,13 +227,14 @@ func (c RelayConfig) Validate() error {
 
 // Relay moves events from the outbox to a broker: for every lane, a
 // watermill-sql subscriber reads the lane table and Watermill's forwarder
-// unwraps each row and publishes it. Several relay processes with the same
-// ConsumerGroup may run against one database: each lane is relayed by one
-// of them at a time, in commit order.
+// unwraps each row and publishes it, with up to MaxInFlight events of the
+// lane in flight and at most one per aggregate. Several relay processes
+// with the same ConsumerGroup may run against one database: each lane is
+// relayed by one of them at a time, every aggregate in commit order.
 //
 // Delivery is at least once: an event is acknowledged in the outbox only
-// after the broker accepted it, so a crash between the two publishes it
-// again.
+// after the broker accepted it and every event before it in its lane, so
+// a crash between the two publishes it again.
 type Relay struct {
 	cfg    RelayConfig
 	logger watermill.LoggerAdapter
@@ -449,6 +486,7 @@ func (r *Relay) newLaneForwarder(pool *pgxpool.Pool, sqlDB *sql.DB, lane int, wa
 	topic := schema.LaneTopic(lane)
 	logger := r.logger.With(watermill.LogFields{"lane": lane})
 	ackDeadline := r.cfg.AckDeadline
+	pipeline := newLanePipeline(nil, r.cfg.MaxInFlight, ackDeadline, logger)
 	sub, err := wsql.NewSubscriber(sqlDB, wsql.SubscriberConfig{
 		ConsumerGroup:  LaneConsumerGroup(r.cfg.ConsumerGroup, lane),
 		AckDeadline:    &ackDeadline,
@@ -456,21 +494,26 @@ func (r *Relay) newLaneForwarder(pool *pgxpool.Pool, sqlDB *sql.DB, lane int, wa
 		ResendInterval: r.cfg.BackoffInitial,
 		RetryInterval:  r.cfg.RetryInterval,
 		BackoffManager: waker,
-		SchemaAdapter:  laneSchema{KeysetSchema: KeysetSchema{wsql.DefaultPostgreSQLSchema{SubscribeBatchSize: r.cfg.BatchSize}}, busy: waker.laneBusy},
-		OffsetsAdapter: laneOffsets{},
+		SchemaAdapter: laneSchema{
+			KeysetSchema: KeysetSchema{wsql.DefaultPostgreSQLSchema{SubscribeBatchSize: r.cfg.BatchSize}},
+			busy:         waker.laneBusy,
+			pipeline:     pipeline,
+		},
+		OffsetsAdapter: laneOffsets{pipeline: pipeline},
 	}, logger)
 	if err != nil {
 		return nil, fmt.Errorf("bus: relay: lane %d subscriber: %w", lane, err)
 	}
+	pipeline.sub = sub
 	poison, err := middleware.PoisonQueueWithFilter(&deadLetterSink{pool: pool, q: r.q, logger: logger, count: &r.deadLettered}, deadLetterTopic, IsPermanent)
 	if err != nil {
 		return nil, fmt.Errorf("bus: relay: %w", err)
 	}
 	attempts := publishAttempts{relay: r, pool: pool, lane: lane, waker: waker, logger: logger}
-	mws := []message.HandlerMiddleware{poison, attempts.middleware}
+	mws := []message.HandlerMiddleware{pipeline.middleware, poison, attempts.middleware}
 	mws = append(mws, r.cfg.Middlewares...)
 	mws = append(mws, validateOutboxRow)
-	return forwarder.NewForwarder(sub, r.cfg.Publisher, logger, forwarder.Config{
+	return forwarder.NewForwarder(pipeline, r.cfg.Publisher, logger, forwarder.Config{
 		ForwarderTopic: topic,
 		Middlewares:    mws,
 		CloseTimeout:   r.cfg.ShutdownTimeout,

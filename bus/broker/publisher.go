@@ -73,6 +73,12 @@ func (p Publisher) PublishDurably(topic string, msgs ...*message.Message) error 
 
 var _ bus.DurablePublisher = Publisher{}
 
+// PublishesConcurrently implements bus.ConcurrentPublisher: every
+// adapter's Publish may be called from many goroutines at once, each call
+// waiting for its own confirmation, and the relay keeps several events in
+// flight to it.
+func (Publisher) PublishesConcurrently() bool { return true }
+
 // Close implements message.Publisher; it does nothing.
 func (Publisher) Close() error { return nil }
 

@@ -10,7 +10,7 @@
 //     (default 1). Above 1, a message handed back by a stopping consumer
 //     may be redelivered after later ones.
 //   - channels: publisher channels kept open, in confirm mode (default 4);
-//     concurrent publishes beyond that wait for a free channel.
+//     concurrent publishes share them, each waiting for its own confirms.
 //   - queue_type: classic (default) or quorum, for the queues this package
 //     declares (quorum queues replicate across a cluster).
 //
@@ -25,7 +25,9 @@
 //
 // Publish returns once the broker confirmed every message (publisher
 // confirms): a confirmed message is in the queues of every group bound at
-// that time.
+// that time. Confirms are awaited asynchronously: a Publish holds a channel
+// only while it sends, so concurrent publishes (the relay keeps many
+// events in flight) share the channels and the broker's round trips.
 //
 // Dead letters: a consumer without a Pool publishes its dead letters with
 // the publisher's PublishDurably (bus.DurablePublisher), which declares the

@@ -51,3 +51,18 @@ func TestOpenErrors(t *testing.T) {
 		{URL: "amqp://user:s3cret-pw@127.0.0.1:5672/?queue_type=stream", Want: "queue_type"},
 	})
 }
+
+// TestOutage: the relay's pipeline against a RabbitMQ that fails one
+// event, then restarts mid-stream (brokertest.RunOutage), on a server of
+// its own.
+func TestOutage(t *testing.T) {
+	srv := servers.RestartableRabbitMQ(t)
+	brokertest.RunOutage(t, srv.URL(), func(tb testing.TB) {
+		if err := srv.Stop(); err != nil {
+			tb.Fatal(err)
+		}
+		if err := srv.Start(); err != nil {
+			tb.Fatal(err)
+		}
+	})
+}

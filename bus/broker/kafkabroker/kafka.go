@@ -33,7 +33,12 @@
 // the publisher then replaces the producer with a new one.
 //
 // Publish returns once the in-sync replicas stored every message
-// (acks=all).
+// (acks=all). It uses Sarama's asynchronous producer, in watermill-kafka's
+// message layout: concurrent publishes (the relay keeps many events in
+// flight) are batched into shared produce requests, and the messages of one
+// call are sent together, except that a message waits for the ack of an
+// earlier message of the call with the same key (aggregate id), so that a
+// retried request cannot reorder them.
 //
 // Order: a partition keeps the publish order and is consumed by one member
 // of a group at a time, one message after the other, so a group sees every
@@ -230,7 +235,7 @@ type kafkaBroker struct {
 	// pub (see renewPublisher): a Sarama producer must not be used once
 	// closed.
 	pubMu  sync.RWMutex
-	pub    *kafka.Publisher // nil after a failed renewal, until the next publish makes one
+	pub    *asyncPublisher // nil after a failed renewal, until the next publish makes one
 	closed bool
 
 	subs broker.Subscribers
@@ -244,19 +249,15 @@ func Open(_ context.Context, u *url.URL, opts broker.Options) (broker.Broker, er
 	}
 	cfg.reconnectMax = opts.ReconnectMax
 	logger := watermill.NewSlogLogger(opts.Logger)
-	pub, err := cfg.newPublisher(logger)
+	pub, err := cfg.newPublisher()
 	if err != nil {
 		return nil, err
 	}
 	return &kafkaBroker{cfg: cfg, u: u, logger: logger, pub: pub, topics: &topics{cfg: cfg}}, nil
 }
 
-func (c config) newPublisher(logger watermill.LoggerAdapter) (*kafka.Publisher, error) {
-	pub, err := kafka.NewPublisher(kafka.PublisherConfig{
-		Brokers:               c.brokers,
-		Marshaler:             marshaler,
-		OverwriteSaramaConfig: c.publisherConfig(),
-	}, logger)
+func (c config) newPublisher() (*asyncPublisher, error) {
+	pub, err := newAsyncPublisher(c)
 	if err != nil {
 		return nil, fmt.Errorf("kafkabroker: publisher: %w", err)
 	}
@@ -295,7 +296,7 @@ func (b *kafkaBroker) publish(topic string, msgs []*message.Message) error {
 // while the broker is down, and fails every publish to that topic meanwhile
 // ("circuit breaker is open"), however soon the broker is back: a new
 // producer starts with closed breakers.
-func (b *kafkaBroker) renewPublisher(old *kafka.Publisher) error {
+func (b *kafkaBroker) renewPublisher(old *asyncPublisher) error {
 	b.pubMu.Lock()
 	defer b.pubMu.Unlock()
 	if b.closed || b.pub != old {
@@ -307,7 +308,7 @@ func (b *kafkaBroker) renewPublisher(old *kafka.Publisher) error {
 		}
 		b.pub = nil
 	}
-	pub, err := b.cfg.newPublisher(b.logger)
+	pub, err := b.cfg.newPublisher()
 	if err != nil {
 		return err
 	}
@@ -361,7 +362,7 @@ func (b *kafkaBroker) Close() error {
 	return errors.Join(errs...)
 }
 
-// publisher creates the topic, then publishes with watermill-kafka.
+// publisher creates the topic, then publishes with the async producer.
 type publisher struct{ b *kafkaBroker }
 
 func (p publisher) Publish(topic string, msgs ...*message.Message) error {
@@ -396,6 +397,114 @@ func permanent(err error) bool {
 	// Producer.MaxMessageBytes, or headers for a protocol without them.
 	var cfgErr sarama.ConfigurationError
 	return errors.As(err, &cfgErr)
+}
+
+// errPublisherClosed is returned by Publish once the broker is closed.
+var errPublisherClosed = errors.New("publisher closed")
+
+// asyncPublisher publishes through a Sarama AsyncProducer, waiting for
+// each message's ack.
+type asyncPublisher struct {
+	producer sarama.AsyncProducer
+	done     chan struct{} // closed when dispatch returns
+
+	mu     sync.RWMutex // held for reading while sending to the producer
+	closed bool
+}
+
+func newAsyncPublisher(cfg config) (*asyncPublisher, error) {
+	prod, err := sarama.NewAsyncProducer(cfg.brokers, cfg.publisherConfig())
+	if err != nil {
+		return nil, err
+	}
+	p := &asyncPublisher{producer: prod, done: make(chan struct{})}
+	go p.dispatch()
+	return p, nil
+}
+
+// dispatch hands every message's outcome to the Publish waiting for it,
+// until the producer is closed.
+func (p *asyncPublisher) dispatch() {
+	defer close(p.done)
+	succ, errs := p.producer.Successes(), p.producer.Errors()
+	for succ != nil || errs != nil {
+		select {
+		case m, ok := <-succ:
+			if !ok {
+				succ = nil
+				continue
+			}
+			m.Metadata.(chan error) <- nil
+		case e, ok := <-errs:
+			if !ok {
+				errs = nil
+				continue
+			}
+			e.Msg.Metadata.(chan error) <- e.Err
+		}
+	}
+}
+
+// Publish implements message.Publisher.
+func (p *asyncPublisher) Publish(topic string, msgs ...*message.Message) error {
+	for len(msgs) > 0 {
+		// A run of messages with distinct keys goes at once.
+		keys := map[string]bool{}
+		n := 0
+		for n < len(msgs) && !keys[msgs[n].Metadata.Get(bus.MetadataAggregateID)] {
+			keys[msgs[n].Metadata.Get(bus.MetadataAggregateID)] = true
+			n++
+		}
+		if err := p.publishRun(topic, msgs[:n]); err != nil {
+			return err
+		}
+		msgs = msgs[n:]
+	}
+	return nil
+}
+
+func (p *asyncPublisher) publishRun(topic string, msgs []*message.Message) error {
+	results := make([]chan error, 0, len(msgs))
+	var errs []error
+	p.mu.RLock()
+	for _, msg := range msgs {
+		if p.closed {
+			errs = append(errs, errPublisherClosed)
+			break
+		}
+		pm, err := marshaler.Marshal(topic, msg)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("cannot marshal message %s: %w", msg.UUID, err))
+			break
+		}
+		res := make(chan error, 1)
+		pm.Metadata = res
+		p.producer.Input() <- pm
+		results = append(results, res)
+	}
+	p.mu.RUnlock()
+	// Wait for the messages sent, even when one could not be.
+	for i, res := range results {
+		if err := <-res; err != nil {
+			errs = append(errs, fmt.Errorf("cannot produce message %s: %w", msgs[i].UUID, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Close flushes the messages in flight and closes the producer.
+func (p *asyncPublisher) Close() error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed = true
+	p.mu.Unlock()
+	// Close would drain Successes and Errors itself, racing dispatch.
+	p.producer.AsyncClose()
+	<-p.done
+	return nil
 }
 
 type subscriber struct {

@@ -76,3 +76,19 @@ func TestAuth(t *testing.T) {
 }
 
 func TestGroups(t *testing.T) { brokertest.RunGroups(t, natsserver.NATS(t)) }
+
+// TestOutage: the relay's pipeline against a JetStream that fails one
+// event, then restarts mid-stream (brokertest.RunOutage).
+func TestOutage(t *testing.T) {
+	srv := natsserver.RestartableNATS(t)
+	// A short ack_wait: the consumer's messages unacknowledged when the
+	// server went down come back soon after it.
+	brokertest.RunOutage(t, srv.URL()+"?ack_wait=2s", func(tb testing.TB) {
+		if err := srv.Stop(); err != nil {
+			tb.Fatal(err)
+		}
+		if err := srv.Start(); err != nil {
+			tb.Fatal(err)
+		}
+	})
+}
