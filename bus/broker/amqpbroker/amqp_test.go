@@ -24,14 +24,6 @@ func TestConformance(t *testing.T) {
 		DeadLetterReader:  amqpbroker.RetainGroup,
 		// A server of its own, not the shared one, which other subtests use.
 		Restartable: func(t *testing.T) brokertest.Restarter { return servers.RestartableRabbitMQ(t) },
-		// Three restarts, not five: a RabbitMQ boot takes 6-8 s, 20-50 s
-		// on a loaded machine, which is most of this test's time and none
-		// of what it measures. Each restart shows the property on its own
-		// (received again within 5 s, the process alive, nothing lost or
-		// applied twice), and the second and third show that a connection
-		// and subscriptions that were already made again once reconnect
-		// again.
-		Restarts: 3,
 	}, func(t *testing.T) string { return servers.RabbitMQ(t) })
 	t.Run("Groups", func(t *testing.T) { brokertest.RunGroups(t, servers.RabbitMQ(t)) })
 	t.Run("GroupsQuorumQueues", func(t *testing.T) {
