@@ -194,16 +194,20 @@ func drain(t *testing.T, relays, n int) (time.Duration, int64) {
 // row lock in REPEATABLE READ and woke to serialization failures: 3,000
 // events drained in 589 ms by one relay and in 1.224 s by five, with 403
 // rolled-back transactions. A relay that does not get a lane now skips it.
+//
+// Not parallel: it compares wall-clock times, and the package's parallel
+// tests (the 100,000-event one above all) took the CPU from one side or the
+// other (it failed so on a 2-core machine in CI, on main as on a branch).
+// Go runs a package's parallel tests only after its sequential ones.
 func TestMoreRelayProcessesAreNotSlower(t *testing.T) {
-	t.Parallel()
 	if testing.Short() {
 		t.Skip("load test skipped in -short mode")
 	}
 	const n = 3000
-	// Alternate the two, twice, and compare the best of each: a loaded
-	// machine slows single runs down, not the best of two.
+	// Alternate the two, three times, and compare the best of each: a
+	// loaded machine slows single runs down, not the best of three.
 	var one, five []time.Duration
-	for range 2 {
+	for range 3 {
 		for _, relays := range []int{1, 5} {
 			d, errs := drain(t, relays, n)
 			if errs != 0 {
