@@ -147,6 +147,12 @@ func (h groupHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim saram
 			if !ok {
 				return nil
 			}
+			if sess.Context().Err() != nil || h.ctx.Err() != nil {
+				// The session ended (a message nacked before may not
+				// have been delivered again): the next session
+				// starts from the last marked offset, in order.
+				return nil
+			}
 			if err := h.deliver(sess, km); err != nil {
 				return err
 			}
