@@ -1,6 +1,7 @@
 // Package kafkabroker registers the "kafka" broker scheme: Apache Kafka,
-// through watermill-kafka/v3 (Sarama): its publisher and marshaler, and a
-// consumer-group subscriber of its own (subscriber.go).
+// through Sarama, with watermill-kafka/v3's marshaler and default configs;
+// the publisher and the consumer-group subscriber (subscriber.go) are the
+// adapter's own.
 //
 // URL: kafka://[user:password@]host:9092[,host2:9092...][?partitions=4&replication=1&create_topics=true&version=2.3.0&tls=false]
 //
