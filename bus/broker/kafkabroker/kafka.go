@@ -1,5 +1,7 @@
 // Package kafkabroker registers the "kafka" broker scheme: Apache Kafka,
-// through watermill-kafka/v3 (Sarama).
+// through Sarama, with watermill-kafka/v3's marshaler and default configs;
+// the publisher and the consumer-group subscriber (subscriber.go) are the
+// adapter's own.
 //
 // URL: kafka://[user:password@]host:9092[,host2:9092...][?partitions=4&replication=1&create_topics=true&version=2.3.0&tls=false]
 //
@@ -25,8 +27,12 @@
 // takes: the producer and the consumer groups retry with pauses of 250 ms
 // (metadata, produce) to 2 s (consume, rebalance), at most
 // broker.Options.ReconnectMax (2 s by default; the reconnect_max URL
-// parameter sets it), and watermill-kafka makes a subscription's consumer
-// group again 1 s (at most ReconnectMax) after it failed. Sarama's producer
+// parameter sets it), and a subscription whose consumer group failed to
+// consume calls it again 1 s (at most ReconnectMax) later. A subscription
+// keeps its consumer group, and so its member id, for its whole life
+// (watermill-kafka's subscriber made a new one, whose old member the broker
+// kept across a restart until its session timeout: rebalances waited for
+// it, and the whole group stalled up to 10 s). Sarama's producer
 // opens a circuit breaker for a fixed 10 s after three failures to find a
 // topic's leader, as while the broker is down, and fails every publish
 // meanwhile ("circuit breaker is open"), however soon the broker is back:
@@ -210,9 +216,9 @@ func (c config) subscriberConfig() *sarama.Config {
 	return s
 }
 
-// reconnectRetrySleep is watermill-kafka's pause before it makes a
-// subscription's consumer group again after it failed: its default, 1 s,
-// at most ReconnectMax.
+// reconnectRetrySleep is the pause before a subscription calls Consume
+// again after it failed: 1 s (watermill-kafka's default), at most
+// ReconnectMax.
 func (c config) reconnectRetrySleep() time.Duration {
 	if c.reconnectMax > 0 {
 		return min(time.Second, c.reconnectMax)
@@ -324,15 +330,7 @@ func (b *kafkaBroker) Subscriber(group string) (message.Subscriber, error) {
 	if group == "" {
 		return nil, errors.New("kafkabroker: empty consumer group")
 	}
-	sub, err := broker.Track(&b.subs, func() (*kafka.Subscriber, error) {
-		return kafka.NewSubscriber(kafka.SubscriberConfig{
-			Brokers:               b.cfg.brokers,
-			Unmarshaler:           marshaler,
-			OverwriteSaramaConfig: b.cfg.subscriberConfig(),
-			ConsumerGroup:         group,
-			ReconnectRetrySleep:   b.cfg.reconnectRetrySleep(),
-		}, b.logger)
-	})
+	sub, err := broker.Track(&b.subs, func() (*groupSubscriber, error) { return newGroupSubscriber(b, group), nil })
 	if err != nil {
 		return nil, fmt.Errorf("kafkabroker: subscriber %s: %w", group, err)
 	}
@@ -508,7 +506,7 @@ func (p *asyncPublisher) Close() error {
 }
 
 type subscriber struct {
-	*kafka.Subscriber
+	*groupSubscriber
 	b     *kafkaBroker
 	group string
 }
@@ -517,7 +515,7 @@ func (s subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messag
 	if err := s.b.topics.ensure(topic); err != nil {
 		return nil, fmt.Errorf("kafkabroker: subscribe %s to %s: %s", s.group, topic, broker.RedactError(err, s.b.u))
 	}
-	ch, err := s.Subscriber.Subscribe(ctx, topic)
+	ch, err := s.groupSubscriber.Subscribe(ctx, topic)
 	if err != nil {
 		return nil, fmt.Errorf("kafkabroker: subscribe %s to %s: %s", s.group, topic, broker.RedactError(err, s.b.u))
 	}

@@ -18,12 +18,7 @@ func TestConformance(t *testing.T) {
 	brokertest.Run(t, brokertest.Features{
 		OrderPerAggregate: true,
 		Refusal:           &brokertest.Refusal{Title: brokertest.OversizedTitle(servers.MaxMessageSize), Error: "Message was too large"},
-		// Known gap (issue 10 point 9): in 3 of about 45 restarts the
-		// consumer received nothing for 8.3-8.8 s after kfake was back, on
-		// every topic at once, against the suite's 5 s; the cause is not
-		// found yet. The case stays off until it is, rather than failing
-		// CI one run in three; kafkaserver.RestartableKafka is kept for it.
-		NotRestartable: "consumers sometimes resume 8-9 s after a restart, past the suite's 5 s bound (issue 10 point 9, cause not found yet)",
+		Restartable:       func(t *testing.T) brokertest.Restarter { return kafkaserver.RestartableKafka(t) },
 	}, func(t *testing.T) string { return kafkaserver.Kafka(t) })
 }
 
