@@ -119,12 +119,19 @@ func (a publishAttempts) forget(msg *message.Message) {
 // at most max, with ±50% jitter so that lanes and processes retrying the
 // same broker spread out.
 func backoffDelay(n int, initial, ceiling time.Duration) time.Duration {
-	d := initial << min(max(n-1, 0), 30)
-	if d <= 0 || d > ceiling {
-		d = ceiling
-	}
+	d := doubled(initial, n-1, ceiling)
 	jitter := backoffRandomization * float64(d)
 	return time.Duration(float64(d) - jitter + rand.Float64()*2*jitter)
+}
+
+// doubled is initial doubled n times (none for n <= 0), at most ceiling;
+// it doubles step by step, so that a large n or initial cannot overflow.
+func doubled(initial time.Duration, n int, ceiling time.Duration) time.Duration {
+	d := initial
+	for i := 0; i < n && d < ceiling; i++ {
+		d *= 2
+	}
+	return min(d, ceiling)
 }
 
 // truncateError keeps stored error texts to a sane size.

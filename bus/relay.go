@@ -51,7 +51,6 @@ const (
 	metadataFirstFailedAt    = "eventbus_first_failed_at"
 	deadLetterTopic          = "eventbus_dead_letters"
 	minPoolConnsBesidesLanes = 2
-	backoffMultiplierDefault = 2
 	backoffRandomization     = 0.5
 	// maxConsumerGroupLen leaves room for "/<lane>" in eventbus_offsets'
 	// VARCHAR(255) consumer_group.

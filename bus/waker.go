@@ -64,11 +64,7 @@ func (w *laneWaker) outageBackoff() time.Duration {
 	if n == 0 {
 		return 0
 	}
-	d := w.backoffInitial << min(n, 20)
-	if d <= 0 || d > w.backoffMax {
-		d = w.backoffMax
-	}
-	return d
+	return doubled(w.backoffInitial, int(min(n, 64)), w.backoffMax)
 }
 
 // parkIfDraining blocks until the relay stops if it is draining, and
