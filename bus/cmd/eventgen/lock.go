@@ -69,18 +69,24 @@ type lockInput struct {
 	AcceptBreaking []string
 }
 
-// parseAccepted reads lockInput.AcceptBreaking.
-func parseAccepted(list []string) (map[typeKey]bool, error) {
-	accepted := make(map[typeKey]bool, len(list))
+// parseAccepted reads lockInput.AcceptBreaking: the event versions, in
+// the order given, mapped to the entry that named them.
+func parseAccepted(list []string) ([]typeKey, map[typeKey]string, error) {
+	var keys []typeKey
+	accepted := make(map[typeKey]string, len(list))
 	for _, item := range list {
 		name, ver, ok := strings.Cut(item, "@")
 		v, err := strconv.Atoi(ver)
 		if !ok || name == "" || err != nil || v < 1 {
-			return nil, fmt.Errorf("-accept-breaking: %q is not NAME@VERSION (such as edupulse.pulse.answered@2)", item)
+			return nil, nil, fmt.Errorf("-accept-breaking: %q is not NAME@VERSION (such as edupulse.pulse.answered@2)", item)
 		}
-		accepted[typeKey{name, v}] = true
+		k := typeKey{name, v}
+		if _, dup := accepted[k]; !dup {
+			keys = append(keys, k)
+		}
+		accepted[k] = item
 	}
-	return accepted, nil
+	return keys, accepted, nil
 }
 
 // buildLock returns the new lock of the events, checked against the
@@ -94,7 +100,7 @@ func buildLock(in lockInput, evs []*event, sh *shaper) (*lockFile, map[*event]in
 				msg: fmt.Sprintf("%v; restore it from version control (deleting it renumbers Kind and forgets the released shapes)", err)}
 		}
 	}
-	accepted, err := parseAccepted(in.AcceptBreaking)
+	acceptedKeys, accepted, err := parseAccepted(in.AcceptBreaking)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -124,7 +130,7 @@ func buildLock(in lockInput, evs []*event, sh *shaper) (*lockFile, map[*event]in
 			entry.Kind = old.Kind
 			if !old.Unreleased && !ev.Unreleased {
 				for _, change := range compareEvents(old, entry) {
-					if accepted[k] {
+					if _, ok := accepted[k]; ok {
 						used[k] = true
 						continue
 					}
@@ -148,7 +154,7 @@ func buildLock(in lockInput, evs []*event, sh *shaper) (*lockFile, map[*event]in
 			if declared[old.key()] || old.Unreleased {
 				continue
 			}
-			if accepted[old.key()] {
+			if _, ok := accepted[old.key()]; ok {
 				used[old.key()] = true
 				continue
 			}
@@ -158,13 +164,10 @@ func buildLock(in lockInput, evs []*event, sh *shaper) (*lockFile, map[*event]in
 				old.Name, old.Version, old.GoType, old.Kind, old.Name, old.Version)})
 		}
 	}
-	for _, item := range in.AcceptBreaking {
-		k, _ := parseAccepted([]string{item})
-		for key := range k {
-			if !used[key] {
-				errs = append(errs, &posError{pos: token.Position{Filename: in.Path}, msg: fmt.Sprintf(
-					"-accept-breaking names %s, which has no breaking change to accept: remove it from the command", item)})
-			}
+	for _, k := range acceptedKeys {
+		if !used[k] {
+			errs = append(errs, &posError{pos: token.Position{Filename: in.Path}, msg: fmt.Sprintf(
+				"-accept-breaking names %s, which has no breaking change to accept: remove it from the command", accepted[k])})
 		}
 	}
 	if err := joinSorted(errs); err != nil {
