@@ -220,35 +220,30 @@ func (c *Consumer) Topics() []string { return slices.Clone(c.cfg.Topics) }
 // the handlers are fixed.
 func (c *Consumer) checkHandlerTopics() error {
 	reg := c.cfg.Registry
+	handled := func(name string, version int) bool {
+		k := typeKey{name, version}
+		return len(c.plain[k])+len(c.tx[k]) > 0
+	}
 	var errs []error
 	for _, t := range reg.types {
-		k := typeKey{t.Name, t.Version}
-		if len(c.plain[k])+len(c.tx[k]) == 0 {
-			continue
-		}
 		topic, err := c.cfg.Routing.TopicOf(t)
 		if err != nil {
 			errs = append(errs, err) // validated already; kept for safety
 			continue
 		}
-		if !slices.Contains(c.cfg.Topics, topic) {
-			errs = append(errs, fmt.Errorf("the handler of %s version %d would never run: the routing (%s) sends it to topic %q, which ConsumerConfig.Topics leaves out",
-				t.Name, t.Version, c.cfg.Routing, topic))
+		if slices.Contains(c.cfg.Topics, topic) {
 			continue
 		}
-		// Earlier versions that reach this handler upcast.
-		for _, src := range reg.types {
-			if src.Name != t.Name || src.Version >= t.Version || !slices.Contains(reg.UpcastTargets(src.Name, src.Version), t.Version) {
-				continue
-			}
-			srcTopic, err := c.cfg.Routing.TopicOf(src)
-			if err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			if !slices.Contains(c.cfg.Topics, srcTopic) {
+		if handled(t.Name, t.Version) {
+			errs = append(errs, fmt.Errorf("the handler of %s version %d would never run: the routing (%s) sends it to topic %q, which ConsumerConfig.Topics leaves out",
+				t.Name, t.Version, c.cfg.Routing, topic))
+		}
+		// The later versions' handlers that take t upcast (as resolveRoutes
+		// routes it) would miss it too.
+		for _, v := range reg.UpcastTargets(t.Name, t.Version) {
+			if handled(t.Name, v) {
 				errs = append(errs, fmt.Errorf("the handler of %s version %d would never receive version %d, which it takes upcast: the routing (%s) sends version %d to topic %q, which ConsumerConfig.Topics leaves out",
-					t.Name, t.Version, src.Version, c.cfg.Routing, src.Version, srcTopic))
+					t.Name, v, t.Version, c.cfg.Routing, t.Version, topic))
 			}
 		}
 	}
