@@ -167,8 +167,15 @@ func drain(t *testing.T, relays, n int) (time.Duration, int64) {
 	col := newCollector(t, gc)
 	var errs atomic.Int64
 	logger := slog.New(errorCounter{testLogger().Handler(), &errs})
+	// Each drain stops its relays: the test drains six times, and relays
+	// left running would share the CPU with the later drains.
 	for range relays {
-		startRelayExact(t, bus.RelayConfig{Pool: newPool(t, pool, lanes+3), Publisher: gc, Logger: logger})
+		_, stop := startRelayExact(t, bus.RelayConfig{Pool: newPool(t, pool, lanes+3), Publisher: gc, Logger: logger})
+		defer func() {
+			if err := stop(); err != nil {
+				t.Errorf("stop relay: %v", err)
+			}
+		}()
 	}
 	waitFor(t, "every relay to listen", func() bool {
 		var listening int

@@ -27,6 +27,10 @@ type laneWaker struct {
 	mu            sync.Mutex
 	lastWake      time.Time // of the last NOTIFY; zero before the first
 	settle        int       // empty queries since lastWake
+	// heldElsewhere is when a query last found the lane held by another
+	// relay process, zero once this one found rows again: that process
+	// settles the lane, this one does not (see settleDelay).
+	heldElsewhere time.Time
 
 	// failures counts consecutive transient publish failures; while there
 	// are some, the lane waits out a backoff between batches, holding no
@@ -113,12 +117,21 @@ const (
 	settleWindow = 30 * time.Second
 )
 
-// settleDelay returns the pause before the next query after an empty one,
-// and whether the lane is settling after a wake-up at all.
+//
+// Only the relay process that drains the lane settles it. One that found
+// the lane held by another process within settleWindow waits the poll
+// interval or the next NOTIFY after an empty query: with n processes, each
+// NOTIFY would otherwise cost n times the settling queries, and on a busy
+// machine more processes drained a backlog more slowly. If the other
+// process stops, this one takes the lane over at its next query and
+// settles again once it has found rows.
 func (w *laneWaker) settleDelay() (time.Duration, bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.lastWake.IsZero() || time.Since(w.lastWake) > settleWindow {
+		return 0, false
+	}
+	if !w.heldElsewhere.IsZero() && time.Since(w.heldElsewhere) <= settleWindow {
 		return 0, false
 	}
 	d := settleFirst << min(w.settle, 16)
@@ -132,6 +145,7 @@ func (w *laneWaker) settleDelay() (time.Duration, bool) {
 func (w *laneWaker) foundRows() {
 	w.mu.Lock()
 	w.settle = 0
+	w.heldElsewhere = time.Time{}
 	w.mu.Unlock()
 }
 
@@ -158,7 +172,11 @@ func (w *laneWaker) handleError(logger watermill.LoggerAdapter, noMsg bool, err 
 		// Another relay process is relaying this lane: it goes on while
 		// the lane has rows, and takes NOTIFYs as they come, so this one
 		// looks again after a poll interval (to take over if that process
-		// stopped), ignoring NOTIFYs meanwhile.
+		// stopped), ignoring NOTIFYs meanwhile, and leaves the settling to
+		// it.
+		w.mu.Lock()
+		w.heldElsewhere = time.Now()
+		w.mu.Unlock()
 		w.waitOutage(w.pollInterval)
 		return 0
 	}
