@@ -117,7 +117,6 @@ const (
 	settleWindow = 30 * time.Second
 )
 
-//
 // Only the relay process that drains the lane settles it. One that found
 // the lane held by another process within settleWindow waits the poll
 // interval or the next NOTIFY after an empty query: with n processes, each
