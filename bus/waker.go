@@ -110,13 +110,16 @@ func (w *laneWaker) kick() {
 // settleMax (or the poll interval, if shorter), for settleWindow after the
 // last wake-up, rather than sleep a whole poll interval: about 40 small
 // index queries per lane once activity stops. (Another relay process may
-// have taken the rows: the retries then find nothing, and cost no more.)
+// have taken the rows: see settleDelay.)
 const (
 	settleFirst  = 5 * time.Millisecond
 	settleMax    = time.Second
 	settleWindow = 30 * time.Second
 )
 
+// settleDelay returns the pause before the next query after an empty one,
+// and whether the lane is settling after a wake-up at all.
+//
 // Only the relay process that drains the lane settles it. One that found
 // the lane held by another process within settleWindow waits the poll
 // interval or the next NOTIFY after an empty query: with n processes, each
