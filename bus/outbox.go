@@ -153,7 +153,7 @@ func (o *Outbox) Publish(ctx context.Context, tx Execer, events ...Event) error 
 			return fmt.Errorf("bus: publish: %w", err)
 		}
 		aggregate := ev.Envelope().AggregateID
-		if !slices.Contains(aggregates, aggregate) {
+		if len(aggregates) == 0 || aggregates[len(aggregates)-1] != aggregate {
 			aggregates = append(aggregates, aggregate)
 		}
 		lane := LaneOf(aggregate, lanes)
@@ -164,6 +164,11 @@ func (o *Outbox) Publish(ctx context.Context, tx Execer, events ...Event) error 
 		}
 		byLane[i].args = append(byLane[i].args, msg.UUID, wrapped, metadata)
 	}
+	// Each aggregate once: sorted, as eventbus_order_key locks them
+	// (a search of the list per event was quadratic in a bulk import's
+	// aggregates).
+	slices.Sort(aggregates)
+	aggregates = slices.Compact(aggregates)
 	stmts := []statement{{sql: orderKeyQuery, args: []any{aggregates, lanes}}}
 	for _, l := range byLane {
 		for rows := range slices.Chunk(l.args, 3*maxInsertRows) {
