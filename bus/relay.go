@@ -267,12 +267,6 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 	return &Relay{cfg: cfg, logger: newWatermillLogger(cfg.Logger), q: db.New()}, nil
 }
 
-// newWatermillLogger adapts l for Watermill, logging Watermill's chatty
-// Info messages (handlers added, subscribers started) at Debug.
-func newWatermillLogger(l *slog.Logger) watermill.LoggerAdapter {
-	return watermill.NewSlogLoggerWithLevelMapping(l, map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})
-}
-
 // LaneConsumerGroup is the watermill-sql consumer group under which a relay
 // of group records its progress in lane.
 func LaneConsumerGroup(group string, lane int) string { return group + "/" + strconv.Itoa(lane) }
