@@ -2,7 +2,6 @@ package bus
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -137,19 +136,11 @@ func (o *Outbox) Publish(ctx context.Context, tx Execer, events ...Event) error 
 	var byLane []laneRows // usually one: a transaction's events often share an aggregate
 	aggregates := make([]string, 0, 1)
 	for _, ev := range events {
-		msg, err := o.registry.NewMessage(ctx, ev)
-		if err != nil {
-			return fmt.Errorf("bus: publish: %w", err)
-		}
-		topic := o.topics[typeKey{ev.EventName(), ev.EventVersion()}] // NewMessage refused unregistered types
 		// The row keeps the event's id and metadata, so that SQL can read
 		// them without unwrapping; the forwarder reads only the payload.
-		// The metadata is encoded once, for both.
-		metadata, err := json.Marshal(msg.Metadata)
-		if err != nil {
-			return fmt.Errorf("bus: publish %s: metadata: %w", msg.UUID, err)
-		}
-		wrapped, err := wrapForForwarder(topic, msg.UUID, msg.Payload, metadata)
+		// The metadata is encoded once, for both. (An unregistered type
+		// has no topic, and encodeRow refuses it.)
+		row, err := o.registry.encodeRow(ctx, ev, o.topics[typeKey{ev.EventName(), ev.EventVersion()}])
 		if err != nil {
 			return fmt.Errorf("bus: publish: %w", err)
 		}
@@ -163,7 +154,7 @@ func (o *Outbox) Publish(ctx context.Context, tx Execer, events ...Event) error 
 			byLane = append(byLane, laneRows{lane: lane})
 			i = len(byLane) - 1
 		}
-		byLane[i].args = append(byLane[i].args, msg.UUID, wrapped, metadata)
+		byLane[i].args = append(byLane[i].args, row.id, row.wrapped, row.metadata)
 	}
 	// Each aggregate once: sorted, as eventbus_order_key locks them
 	// (a search of the list per event was quadratic in a bulk import's
