@@ -20,16 +20,20 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
+	"github.com/jackc/pgx/v5"
 
+	"github.com/edupulse/eventbus/bus"
 	"github.com/edupulse/eventbus/gen"
+	"github.com/edupulse/eventbus/schema"
 )
 
 // ProcessesRow is one count of relay processes draining the same backlog
 // over procLanes lanes, under one consumer group, to GoChannel.
 type ProcessesRow struct {
 	Processes int
-	// EPS is events/s, from the moment the processes were told to start
-	// until the last event was delivered in any of them.
+	// EPS is events/s, from the moment the backlog appeared (the relays
+	// already running, idle) until the last event was delivered in any of
+	// them.
 	EPS Summary
 	// Ratio is EPS / EPS of the first process count (normally 1) in the
 	// same round.
@@ -54,6 +58,58 @@ const procLanes = targetLanes
 // childModeRelayProcess makes a child one relay process of the processes
 // comparison; the default mode is the memory section's drain.
 const childModeRelayProcess = "relay-process"
+
+// procIdleWait is how long the relay processes run idle before a drain:
+// a poll interval and a margin, so that every lane has queried at least
+// once.
+const procIdleWait = 1500 * time.Millisecond
+
+// positionGroup sets the offsets of group in every lane of d: at the
+// lane's last row, or, with backlog, at its start, then NOTIFYing every
+// lane in the same transaction (the relays read their offsets from the
+// table at each batch).
+func positionGroup(ctx context.Context, d *relayDB, group string, backlog bool) error {
+	return pgx.BeginFunc(ctx, d.pool, func(tx pgx.Tx) error {
+		for lane := range d.lanes {
+			table := `"watermill_` + schema.LaneTopic(lane) + `"`
+			q := `INSERT INTO eventbus_offsets (consumer_group, offset_acked, last_processed_transaction_id)
+				SELECT $1, "offset", transaction_id FROM ` + table + ` ORDER BY transaction_id DESC, "offset" DESC LIMIT 1
+				ON CONFLICT (consumer_group) DO UPDATE SET offset_acked = excluded.offset_acked,
+					last_processed_transaction_id = excluded.last_processed_transaction_id`
+			if backlog {
+				q = `UPDATE eventbus_offsets SET offset_acked = 0, last_processed_transaction_id = '0' WHERE consumer_group = $1`
+			}
+			if _, err := tx.Exec(ctx, q, bus.LaneConsumerGroup(group, lane)); err != nil {
+				return fmt.Errorf("position %s in lane %d: %w", group, lane, err)
+			}
+			if backlog {
+				if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, schema.NotifyChannel, "watermill_"+schema.LaneTopic(lane)); err != nil {
+					return fmt.Errorf("notify lane %d: %w", lane, err)
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// waitListening waits until procs relays LISTEN on d's database.
+func waitListening(ctx context.Context, d *relayDB, procs int) error {
+	for {
+		var listening int
+		if err := d.pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND query = 'LISTEN '||$1`, schema.NotifyChannel).Scan(&listening); err != nil {
+			return fmt.Errorf("count listening relays: %w", err)
+		}
+		if listening >= procs {
+			return nil
+		}
+		select {
+		case <-time.After(10 * time.Millisecond):
+		case <-ctx.Done():
+			return fmt.Errorf("%d of %d relay processes listening: %w", listening, procs, ctx.Err())
+		}
+	}
+}
 
 // procPollInterval is how often the bench asks the relay processes how
 // many events they delivered. The drain time is taken from the processes'
@@ -182,7 +238,8 @@ type procReport struct {
 
 // drainProcesses starts procs relay processes (this binary re-executed) on
 // d under one consumer group and times their draining n events. The
-// processes connect first; the clock starts when all are told to go.
+// processes start their relays first and idle; the clock starts when the
+// backlog appears to them.
 func (e *env) drainProcesses(ctx context.Context, d *relayDB, procs int, group string, n int) (procResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, drainTimeout(n)+30*time.Second)
 	defer cancel()
@@ -236,12 +293,33 @@ func (e *env) drainProcesses(ctx context.Context, d *relayDB, procs int, group s
 	for i, c := range children {
 		pids[i] = c.cmd.Process.Pid
 	}
-	before, childBefore := takeCPU(), processesCPU(pids)
-	begin := time.Now()
+	// The relays start with the group's offsets at the end of every lane
+	// (positionGroup), and run until each process LISTENs and a poll
+	// interval has passed: started, connected and idle, as relays are when
+	// a backlog builds up. Their start (connections, PostgreSQL backends,
+	// plans) is thus left out of the drain, for 1 process as for 5.
+	if err := positionGroup(ctx, d, group, false); err != nil {
+		return procResult{}, err
+	}
 	for _, c := range children {
 		if _, err := io.WriteString(c.stdin, "go\n"); err != nil {
 			return procResult{}, fmt.Errorf("relay process: %w", err)
 		}
+	}
+	if err := waitListening(ctx, d, procs); err != nil {
+		return procResult{}, err
+	}
+	select {
+	case <-time.After(procIdleWait):
+	case <-ctx.Done():
+		return procResult{}, ctx.Err()
+	}
+	before, childBefore := takeCPU(), processesCPU(pids)
+	begin := time.Now()
+	// The clock starts when the backlog appears: the offsets go back to
+	// the lanes' start, and a NOTIFY per lane wakes the relays.
+	if err := positionGroup(ctx, d, group, true); err != nil {
+		return procResult{}, err
 	}
 	t := time.NewTicker(procPollInterval)
 	defer t.Stop()
