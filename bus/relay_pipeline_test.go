@@ -13,94 +13,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/edupulse/eventbus/bus"
+	"github.com/edupulse/eventbus/bus/broker/brokertest"
 )
-
-// orderSink is a publisher in front of a GoChannel that checks, as each
-// Publish starts, the relay's promise for an aggregate: no event is sent
-// while another event of its aggregate is in flight, nor before every
-// earlier event of its aggregate was confirmed at least once. It counts
-// the Publish calls in flight at once. It says it publishes concurrently,
-// so the relay pipelines by default.
-type orderSink struct {
-	message.Publisher
-	t testing.TB
-	// order is every aggregate's event ids, in the order published.
-	order map[string][]string
-
-	mu          sync.Mutex
-	inFlight    map[string]string // aggregate → event id being published
-	confirmed   map[string]bool   // event ids confirmed at least once
-	concurrent  int
-	maxInFlight int
-
-	// before, when set, runs as a Publish starts (outside the lock), and
-	// may fail it.
-	before func(msg *message.Message) error
-}
-
-func newOrderSink(t testing.TB, pub message.Publisher, events []bus.Event) *orderSink {
-	s := &orderSink{Publisher: pub, t: t, order: map[string][]string{},
-		inFlight: map[string]string{}, confirmed: map[string]bool{}}
-	for _, ev := range events {
-		agg := ev.Envelope().AggregateID
-		s.order[agg] = append(s.order[agg], ev.Envelope().ID.String())
-	}
-	return s
-}
-
-func (s *orderSink) PublishesConcurrently() bool { return true }
-
-func (s *orderSink) Publish(topic string, msgs ...*message.Message) error {
-	for _, msg := range msgs {
-		if err := s.publish(topic, msg); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (s *orderSink) publish(topic string, msg *message.Message) error {
-	agg := msg.Metadata.Get(bus.MetadataAggregateID)
-	s.mu.Lock()
-	if other, ok := s.inFlight[agg]; ok {
-		s.t.Errorf("aggregate %s: event %s sent while %s is in flight", agg, msg.UUID, other)
-	}
-	for _, id := range s.order[agg] {
-		if id == msg.UUID {
-			break
-		}
-		if !s.confirmed[id] {
-			s.t.Errorf("aggregate %s: event %s sent before the earlier %s was confirmed", agg, msg.UUID, id)
-		}
-	}
-	s.inFlight[agg] = msg.UUID
-	s.concurrent++
-	s.maxInFlight = max(s.maxInFlight, s.concurrent)
-	s.mu.Unlock()
-
-	err := error(nil)
-	if s.before != nil {
-		err = s.before(msg)
-	}
-	if err == nil {
-		err = s.Publisher.Publish(topic, msg)
-	}
-
-	s.mu.Lock()
-	delete(s.inFlight, agg)
-	s.concurrent--
-	if err == nil {
-		s.confirmed[msg.UUID] = true
-	}
-	s.mu.Unlock()
-	return err
-}
-
-func (s *orderSink) maxConcurrent() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.maxInFlight
-}
 
 // TestRelayKeepsSeveralEventsOfALaneInFlight shows that a lane publishes
 // several events at once: a sink that blocks every Publish until the test
@@ -131,8 +45,8 @@ func TestRelayKeepsSeveralEventsOfALaneInFlight(t *testing.T) {
 
 	entered := make(chan string, len(all))
 	release := make(chan struct{})
-	sink := newOrderSink(t, gc, all)
-	sink.before = func(msg *message.Message) error {
+	sink := brokertest.NewOrderSink(t, gc, all)
+	sink.Before = func(msg *message.Message) error {
 		entered <- msg.UUID
 		<-release
 		return nil
@@ -159,7 +73,7 @@ func TestRelayKeepsSeveralEventsOfALaneInFlight(t *testing.T) {
 	col.waitDistinct(len(all), 20*time.Second)
 	got, _ := col.snapshot()
 	assertPerAggregateOrder(t, got)
-	if m := sink.maxConcurrent(); m < aggregates {
+	if m := sink.MaxConcurrent(); m < aggregates {
 		t.Fatalf("at most %d Publish calls in flight, want %d", m, aggregates)
 	}
 }
@@ -208,8 +122,8 @@ func TestPipelinedBatchSurvivesAFailureInTheMiddle(t *testing.T) {
 	failures := 0
 	healed := make(chan struct{})
 	failedEnough := make(chan struct{})
-	sink := newOrderSink(t, gc, all)
-	sink.before = func(msg *message.Message) error {
+	sink := brokertest.NewOrderSink(t, gc, all)
+	sink.Before = func(msg *message.Message) error {
 		if msg.UUID != victim {
 			return nil
 		}
@@ -243,9 +157,9 @@ func TestPipelinedBatchSurvivesAFailureInTheMiddle(t *testing.T) {
 	if st := relay.Stats(); st.DeadLettered != 0 {
 		t.Fatalf("stats %+v: a transient failure was dead-lettered", st)
 	}
-	if m := sink.maxConcurrent(); m < 2 {
+	if m := sink.MaxConcurrent(); m < 2 {
 		t.Fatalf("at most %d Publish calls in flight: the relay did not pipeline", m)
 	}
 	t.Logf("%d deliveries of %d events (%d duplicates), %d Publish calls at most in flight",
-		len(got), len(all), len(got)-len(seen), sink.maxConcurrent())
+		len(got), len(all), len(got)-len(seen), sink.MaxConcurrent())
 }

@@ -63,11 +63,20 @@ func RunOutage(t *testing.T, brokerURL string, restart func(tb testing.TB)) {
 
 	evs := edupulseScenario(24, 8)
 	half := len(evs) / 2
-	sink := &outageSink{t: t, victim: evs[3].Envelope().ID.String(), order: map[string][]string{},
-		inFlight: map[string]string{}, confirmed: map[string]bool{}, failed: make(chan struct{})}
-	for _, ev := range evs {
-		agg := ev.Envelope().AggregateID
-		sink.order[agg] = append(sink.order[agg], ev.Envelope().ID.String())
+	// The broker fails one event, once, in the middle of the first ones.
+	victim := evs[3].Envelope().ID.String()
+	failed := make(chan struct{})
+	var failOnce sync.Once
+	sink := NewOrderSink(t, nil, evs)
+	sink.Before = func(msg *message.Message) error {
+		fail := false
+		if msg.UUID == victim {
+			failOnce.Do(func() { fail = true; close(failed) })
+		}
+		if fail {
+			return errors.New("brokertest: the broker failed this one event")
+		}
+		return nil
 	}
 	b, err := broker.Open(ctx, brokerURL, broker.Options{Logger: logger})
 	if err != nil {
@@ -95,15 +104,15 @@ func RunOutage(t *testing.T, brokerURL string, restart func(tb testing.TB)) {
 	}
 	write(evs[:half])
 	select {
-	case <-sink.failed:
+	case <-failed:
 	case <-time.After(timeout):
 		t.Fatal("the victim event was never published")
 	}
 	// Restart while the first half is still being relayed.
-	pollUntil(t, timeout, "a quarter of the first half confirmed", func() bool { return sink.confirmedCount() >= half/4 })
+	pollUntil(t, timeout, "a quarter of the first half confirmed", func() bool { return sink.Confirmed() >= half/4 })
 	restart(t)
 	write(evs[half:])
-	pollUntil(t, timeout, "every event confirmed", func() bool { return sink.confirmedCount() == len(evs) })
+	pollUntil(t, timeout, "every event confirmed", func() bool { return sink.Confirmed() == len(evs) })
 	pollUntil(t, timeout, "every outbox row acknowledged", func() bool {
 		var backlog int
 		err := pool.QueryRow(ctx, `SELECT count(*) FROM (`+backlogSQL(4)+`) b`).Scan(&backlog)
@@ -132,12 +141,11 @@ func RunOutage(t *testing.T, brokerURL string, restart func(tb testing.TB)) {
 		}
 		last[agg] = pos[m.UUID]
 	}
-	sink.mu.Lock()
-	defer sink.mu.Unlock()
+	calls, failures := sink.Calls()
 	t.Logf("%d events, %d Publish calls (%d failed), at most %d in flight at once; %d messages received",
-		len(evs), sink.calls, sink.failures, sink.maxConcurrent, len(got))
-	if sink.maxConcurrent < 2 {
-		t.Fatalf("at most %d Publish call in flight: the relay did not pipeline", sink.maxConcurrent)
+		len(evs), calls, failures, sink.MaxConcurrent(), len(got))
+	if m := sink.MaxConcurrent(); m < 2 {
+		t.Fatalf("at most %d Publish call in flight: the relay did not pipeline", m)
 	}
 }
 
@@ -234,88 +242,3 @@ func pollUntil(t *testing.T, timeout time.Duration, what string, cond func() boo
 		time.Sleep(20 * time.Millisecond)
 	}
 }
-
-// outageSink wraps the broker's publisher for RunOutage: it fails the
-// victim's first attempt and checks the relay's order promise as each
-// Publish starts.
-type outageSink struct {
-	message.Publisher
-	t      *testing.T
-	victim string
-	order  map[string][]string // aggregate → event ids in publish order
-
-	mu            sync.Mutex
-	inFlight      map[string]string // aggregate → event id in flight
-	confirmed     map[string]bool
-	failedOnce    bool
-	failed        chan struct{}
-	calls         int
-	failures      int
-	concurrent    int
-	maxConcurrent int
-}
-
-// PublishesConcurrently implements bus.ConcurrentPublisher, as the broker
-// adapters' publishers do.
-func (s *outageSink) PublishesConcurrently() bool { return true }
-
-func (s *outageSink) Publish(topic string, msgs ...*message.Message) error {
-	for _, msg := range msgs {
-		if err := s.publish(topic, msg); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (s *outageSink) confirmedCount() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.confirmed)
-}
-
-func (s *outageSink) publish(topic string, msg *message.Message) error {
-	agg := msg.Metadata.Get(bus.MetadataAggregateID)
-	s.mu.Lock()
-	s.calls++
-	if other, ok := s.inFlight[agg]; ok {
-		s.t.Errorf("aggregate %s: event %s sent while %s is in flight", agg, msg.UUID, other)
-	}
-	for _, id := range s.order[agg] {
-		if id == msg.UUID {
-			break
-		}
-		if !s.confirmed[id] {
-			s.t.Errorf("aggregate %s: event %s sent before the earlier %s was confirmed", agg, msg.UUID, id)
-		}
-	}
-	s.inFlight[agg] = msg.UUID
-	s.concurrent++
-	s.maxConcurrent = max(s.maxConcurrent, s.concurrent)
-	fail := msg.UUID == s.victim && !s.failedOnce
-	if fail {
-		s.failedOnce = true
-		close(s.failed)
-	}
-	s.mu.Unlock()
-
-	var err error
-	if fail {
-		err = errors.New("brokertest: the broker failed this one event")
-	} else {
-		err = s.Publisher.Publish(topic, msg)
-	}
-
-	s.mu.Lock()
-	delete(s.inFlight, agg)
-	s.concurrent--
-	if err != nil {
-		s.failures++
-	} else {
-		s.confirmed[msg.UUID] = true
-	}
-	s.mu.Unlock()
-	return err
-}
-
-var _ bus.ConcurrentPublisher = (*outageSink)(nil)
