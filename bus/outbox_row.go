@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -21,54 +22,59 @@ type outboxRow struct {
 	wrapped, metadata []byte
 }
 
+// encodeEvent checks ev (registered, with an id) and returns its envelope,
+// its JSON payload and its metadata, the trace context of ctx included, in
+// no particular order: what Registry.NewMessage and encodeRow both write.
+func (r *Registry) encodeEvent(ctx context.Context, ev Event) (Envelope, []byte, metadataFields, error) {
+	if ev == nil {
+		return Envelope{}, nil, nil, errors.New("bus: nil event")
+	}
+	if _, ok := r.Lookup(ev.EventName(), ev.EventVersion()); !ok {
+		return Envelope{}, nil, nil, fmt.Errorf("bus: encode %T: %w: %s version %d is not registered", ev, ErrUnknownEvent, ev.EventName(), ev.EventVersion())
+	}
+	env := ev.Envelope()
+	if env.ID == uuid.Nil {
+		return Envelope{}, nil, nil, fmt.Errorf("bus: encode %s: event has no id (build events with their generated constructors)", ev.EventName())
+	}
+	var payload []byte
+	var err error
+	if m, ok := ev.(json.Marshaler); ok {
+		// Generated events marshal their payload themselves; calling it
+		// directly spares encoding/json's check and compaction of the
+		// result (the payload is then taken as the valid JSON it is).
+		payload, err = m.MarshalJSON()
+	} else {
+		payload, err = json.Marshal(ev)
+	}
+	if err != nil {
+		return Envelope{}, nil, nil, fmt.Errorf("bus: encode %s %s: %w", ev.EventName(), env.ID, err)
+	}
+	fields := make(metadataFields, 0, 7)
+	fields = append(fields,
+		metadataField{MetadataName, ev.EventName()},
+		metadataField{MetadataVersion, strconv.Itoa(ev.EventVersion())},
+		metadataField{MetadataAggregateID, env.AggregateID},
+		metadataField{MetadataOccurredAt, env.OccurredAt.UTC().Format(time.RFC3339Nano)})
+	if env.AggregateType != "" {
+		fields = append(fields, metadataField{MetadataAggregateType, env.AggregateType})
+	}
+	propagation.TraceContext{}.Inject(ctx, &fields)
+	return env, payload, fields, nil
+}
+
 // encodeRow encodes ev for the outbox, addressed to topic: the bytes
 // WrapOutboxPayload and json.Marshal write for Registry.NewMessage's
 // message (a test compares them), without building that message, its
 // metadata map, or the envelope through reflection. Publish spent half of
 // its Go time there.
 func (r *Registry) encodeRow(ctx context.Context, ev Event, topic string) (outboxRow, error) {
-	if ev == nil {
-		return outboxRow{}, errors.New("bus: nil event")
-	}
-	if _, ok := r.Lookup(ev.EventName(), ev.EventVersion()); !ok {
-		return outboxRow{}, fmt.Errorf("bus: encode %T: %w: %s version %d is not registered", ev, ErrUnknownEvent, ev.EventName(), ev.EventVersion())
-	}
-	env := ev.Envelope()
-	if env.ID == uuid.Nil {
-		return outboxRow{}, fmt.Errorf("bus: encode %s: event has no id (build events with their generated constructors)", ev.EventName())
-	}
-	var payload []byte
-	var err error
-	if m, ok := ev.(json.Marshaler); ok {
-		payload, err = m.MarshalJSON()
-	} else {
-		payload, err = json.Marshal(ev)
-	}
+	env, payload, fields, err := r.encodeEvent(ctx, ev)
 	if err != nil {
-		return outboxRow{}, fmt.Errorf("bus: encode %s %s: %w", ev.EventName(), env.ID, err)
+		return outboxRow{}, err
 	}
 	id := env.ID.String()
-
-	fields := metadataFields{
-		{MetadataName, ev.EventName()},
-		{MetadataVersion, strconv.Itoa(ev.EventVersion())},
-		{MetadataAggregateID, env.AggregateID},
-		{MetadataOccurredAt, env.OccurredAt.UTC().Format(time.RFC3339Nano)},
-	}
-	if env.AggregateType != "" {
-		fields = append(fields, metadataField{MetadataAggregateType, env.AggregateType})
-	}
-	propagation.TraceContext{}.Inject(ctx, &fields)
 	// json.Marshal writes a map's keys sorted.
-	slices.SortFunc(fields, func(a, b metadataField) int {
-		switch {
-		case a.key < b.key:
-			return -1
-		case a.key > b.key:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(fields, func(a, b metadataField) int { return strings.Compare(a.key, b.key) })
 	metadata := make([]byte, 0, 192)
 	metadata = append(metadata, '{')
 	for i, f := range fields {

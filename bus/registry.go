@@ -3,7 +3,6 @@ package bus
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -13,7 +12,6 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/google/uuid"
-	"go.opentelemetry.io/otel/propagation"
 )
 
 // Sentinel errors wrapped by *DecodeError; test for them with errors.Is.
@@ -158,38 +156,14 @@ func (r *Registry) Names() []string {
 // traceparent of ctx's span, if any, is added to the metadata. An event
 // whose name and version are not registered is refused.
 func (r *Registry) NewMessage(ctx context.Context, ev Event) (*message.Message, error) {
-	if ev == nil {
-		return nil, errors.New("bus: nil event")
-	}
-	if _, ok := r.Lookup(ev.EventName(), ev.EventVersion()); !ok {
-		return nil, fmt.Errorf("bus: encode %T: %w: %s version %d is not registered", ev, ErrUnknownEvent, ev.EventName(), ev.EventVersion())
-	}
-	env := ev.Envelope()
-	if env.ID == uuid.Nil {
-		return nil, fmt.Errorf("bus: encode %s: event has no id (build events with their generated constructors)", ev.EventName())
-	}
-	var payload []byte
-	var err error
-	if m, ok := ev.(json.Marshaler); ok {
-		// Generated events marshal their payload themselves; calling it
-		// directly spares encoding/json's check and compaction of the
-		// result (the payload is then taken as the valid JSON it is).
-		payload, err = m.MarshalJSON()
-	} else {
-		payload, err = json.Marshal(ev)
-	}
+	env, payload, fields, err := r.encodeEvent(ctx, ev)
 	if err != nil {
-		return nil, fmt.Errorf("bus: encode %s %s: %w", ev.EventName(), env.ID, err)
+		return nil, err
 	}
 	msg := message.NewMessage(env.ID.String(), payload)
-	msg.Metadata[MetadataName] = ev.EventName()
-	msg.Metadata[MetadataVersion] = strconv.Itoa(ev.EventVersion())
-	msg.Metadata[MetadataAggregateID] = env.AggregateID
-	if env.AggregateType != "" {
-		msg.Metadata[MetadataAggregateType] = env.AggregateType
+	for _, f := range fields {
+		msg.Metadata[f.key] = f.value
 	}
-	msg.Metadata[MetadataOccurredAt] = env.OccurredAt.UTC().Format(time.RFC3339Nano)
-	propagation.TraceContext{}.Inject(ctx, propagation.MapCarrier(msg.Metadata))
 	return msg, nil
 }
 
