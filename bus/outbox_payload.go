@@ -23,5 +23,5 @@ func WrapOutboxPayload(topic string, msg *message.Message) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bus: wrap message %s: metadata: %w", msg.UUID, err)
 	}
-	return wrapForForwarder(topic, msg.UUID, msg.Payload, metadata)
+	return wrapForForwarder(topic, msg.UUID, msg.Payload, metadata), nil
 }
