@@ -22,12 +22,16 @@ type KeysetSchema struct {
 	wsql.DefaultPostgreSQLSchema
 }
 
+// watermillBatchSizeDefault is DefaultPostgreSQLSchema's batch size when
+// its SubscribeBatchSize is zero; KeysetSchema keeps it.
+const watermillBatchSizeDefault = 100
+
 // SelectQuery implements watermill-sql's SchemaAdapter.
 func (s KeysetSchema) SelectQuery(topic string, consumerGroup string, offsetsAdapter wsql.OffsetsAdapter) wsql.Query {
 	next := offsetsAdapter.NextOffsetQuery(topic, consumerGroup)
 	batch := s.SubscribeBatchSize
 	if batch == 0 {
-		batch = BatchSizeDefault
+		batch = watermillBatchSizeDefault
 	}
 	q := `WITH last_processed AS (` + next.Query + `)
 	SELECT "offset", transaction_id, uuid, payload, metadata FROM ` + s.MessagesTable(topic) + `

@@ -396,6 +396,10 @@ func (c *crashingPublisher) Publish(topic string, msgs ...*message.Message) erro
 	return c.Publisher.Publish(topic, msgs...)
 }
 
+// TestRelayKilledMidBatchRedelivers kills a relay in the middle of its
+// second batch: every event arrives, and what is published again is the
+// part of that batch the dead relay had published (its first batch's
+// offset was written), with the default BatchSize.
 func TestRelayKilledMidBatchRedelivers(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -403,7 +407,10 @@ func TestRelayKilledMidBatchRedelivers(t *testing.T) {
 	gc := newGoChannel(t)
 	col := newCollector(t, gc)
 
-	const n = 300
+	const (
+		n      = 2 * bus.BatchSizeDefault
+		budget = bus.BatchSizeDefault + bus.BatchSizeDefault/2
+	)
 	var events []bus.Event
 	for i := range n {
 		events = append(events, pulseCreated(uuid.New(), fmt.Sprint(i)))
@@ -412,11 +419,12 @@ func TestRelayKilledMidBatchRedelivers(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// The first relay dies in the middle of its second batch: its pool is
-	// closed under it, so its transaction (and offset) never commits.
+	// The first relay dies after publishing budget events: its pool is
+	// closed under it, so its second batch's transaction (and offset)
+	// never commits.
 	deadPool := newPool(t, pool, 5)
 	crash := &crashingPublisher{Publisher: gc, hung: make(chan struct{})}
-	crash.budget.Store(150)
+	crash.budget.Store(budget)
 	r, err := bus.NewRelay(bus.RelayConfig{Pool: deadPool, Publisher: crash, Logger: testLogger(), ShutdownTimeout: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -444,6 +452,9 @@ func TestRelayKilledMidBatchRedelivers(t *testing.T) {
 	}
 	if dups == 0 {
 		t.Fatalf("no duplicates after a crash mid-batch: the crash did not happen where the test wants")
+	}
+	if want := budget - bus.BatchSizeDefault; dups > want {
+		t.Fatalf("%d duplicates, want at most %d: only the crashed batch may be published again", dups, want)
 	}
 }
 

@@ -13,6 +13,8 @@ import (
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
+
+	"github.com/edupulse/eventbus/bus"
 )
 
 // Results is everything one run measured.
@@ -198,7 +200,7 @@ func (r *Results) Markdown() string {
 	}
 
 	if len(r.Relay) > 0 {
-		w("\n## 2. Relay throughput\n\nA backlog of %s events drained from the relay's start until the last one was delivered (GoChannel: counted by subscribers acking at once; NATS: stored in the JetStream stream). Stock: watermill-sql v3 subscriber + `components/forwarder`, defaults (batch 100, poll 1 s). Contender: `bus.Relay` (defaults: batch 100, poll 1 s, NOTIFY) over n lanes. The diagnostic row is stock Watermill reading the same outbox with a keyset SELECT (a row comparison on the primary key instead of watermill-sql's OR, `bus.KeysetSchema`, which `bus.Relay` now uses too). CPU is the bench process (which also hosts the embedded nats-server) and the PostgreSQL server, per event.\n\n", fmtCount(float64(c.Backlog)))
+		w("\n## 2. Relay throughput\n\nA backlog of %s events drained from the relay's start until the last one was delivered (GoChannel: counted by subscribers acking at once; NATS: stored in the JetStream stream). Stock: watermill-sql v3 subscriber + `components/forwarder`, defaults (batch 100, poll 1 s). Contender: `bus.Relay` (defaults: batch %d, poll 1 s, NOTIFY) over n lanes. The diagnostic row is stock Watermill reading the same outbox with a keyset SELECT (a row comparison on the primary key instead of watermill-sql's OR, `bus.KeysetSchema`, which `bus.Relay` now uses too). CPU is the bench process (which also hosts the embedded nats-server) and the PostgreSQL server, per event.\n\n", fmtCount(float64(c.Backlog)), bus.BatchSizeDefault)
 		w("| sink | relay | events/s | **ratio to stock** | CPU µs/event bench | CPU µs/event PostgreSQL | others |\n")
 		w("|---|---|---:|---:|---:|---:|---:|\n")
 		for _, row := range r.Relay {
