@@ -16,21 +16,31 @@ import (
 // metadata is left to encoding/json, as before. Both give the same map (a
 // fuzz test compares them).
 func (s KeysetSchema) UnmarshalMessage(row wsql.Scanner) (wsql.Row, error) {
+	r, transactionID, err := scanLaneRow(row)
+	if err != nil {
+		return wsql.Row{}, err
+	}
+	r.ExtraData = map[string]any{"transaction_id": transactionID}
+	return r, nil
+}
+
+// scanLaneRow reads a row of KeysetSchema's SELECT: the row, without
+// ExtraData, and its transaction id.
+func scanLaneRow(row wsql.Scanner) (wsql.Row, int64, error) {
 	r := wsql.Row{}
 	var transactionID int64
 	if err := row.Scan(&r.Offset, &transactionID, &r.UUID, &r.Payload, &r.Metadata); err != nil {
-		return wsql.Row{}, fmt.Errorf("could not scan message row: %w", err)
+		return wsql.Row{}, 0, fmt.Errorf("could not scan message row: %w", err)
 	}
 	msg := message.NewMessage(string(r.UUID), r.Payload)
 	if r.Metadata != nil && !decodeFlatStrings(r.Metadata, msg.Metadata) {
 		clear(msg.Metadata)
 		if err := json.Unmarshal(r.Metadata, &msg.Metadata); err != nil {
-			return wsql.Row{}, fmt.Errorf("could not unmarshal metadata as JSON: %w", err)
+			return wsql.Row{}, 0, fmt.Errorf("could not unmarshal metadata as JSON: %w", err)
 		}
 	}
 	r.Msg = msg
-	r.ExtraData = map[string]any{"transaction_id": transactionID}
-	return r, nil
+	return r, transactionID, nil
 }
 
 // decodeFlatStrings adds the entries of b, a JSON object whose keys and

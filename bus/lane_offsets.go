@@ -62,7 +62,7 @@ func (o laneOffsets) AckMessageQuery(_ string, last wsql.Row, consumerGroup stri
 		offset_acked = excluded.offset_acked,
 		last_processed_transaction_id = excluded.last_processed_transaction_id
 	WHERE (o.last_processed_transaction_id, o.offset_acked) < (excluded.last_processed_transaction_id, excluded.offset_acked)`,
-		Args: []any{row.Offset, row.ExtraData["transaction_id"], consumerGroup},
+		Args: []any{row.Offset, row.transactionID, consumerGroup},
 	}
 }
 
@@ -126,17 +126,20 @@ func (s laneSchema) SelectQuery(topic string, consumerGroup string, offsetsAdapt
 	return q
 }
 
-// UnmarshalMessage implements wsql.SchemaAdapter.
+// UnmarshalMessage implements wsql.SchemaAdapter. The row's transaction id
+// goes to the pipeline (for the lane's offset), not to a map in the row's
+// ExtraData.
 func (s laneSchema) UnmarshalMessage(row wsql.Scanner) (wsql.Row, error) {
-	r, err := s.KeysetSchema.UnmarshalMessage(row)
-	if err == nil && r.Offset == busyOffset {
+	r, transactionID, err := scanLaneRow(row)
+	if err != nil {
+		return wsql.Row{}, err
+	}
+	if r.Offset == busyOffset {
 		s.busy()
 		return wsql.Row{}, sql.ErrNoRows // the subscriber reads this as "no message"
 	}
-	if err == nil {
-		s.pipeline.readRow(r)
-	}
-	return r, err
+	s.pipeline.readRow(r, transactionID)
+	return r, nil
 }
 
 // claimLockClass is the first key of the advisory lock eventbus_claim_lane

@@ -69,12 +69,33 @@ type lanePipeline struct {
 
 // laneBatch is the rows of one watermill-sql query of a lane.
 type laneBatch struct {
-	rows   []wsql.Row                 // read by the subscriber, in order
-	offset map[*message.Message]int64 // of rows, by message
-	taken  []*relayRow                // handed out by the subscriber and taken, in order
-	open   int                        // rows of taken not resolved yet
-	broken bool                       // a row failed: rows not yet sent are skipped
-	closed bool                       // settled, or the lane stops: rows not yet sent are skipped
+	rows   []batchRow  // read by the subscriber, in order
+	taken  []*relayRow // handed out by the subscriber and taken, in order
+	open   int         // rows of taken not resolved yet
+	broken bool        // a row failed: rows not yet sent are skipped
+	closed bool        // settled, or the lane stops: rows not yet sent are skipped
+}
+
+// batchRow is a row of a batch as the subscriber read it, with its
+// transaction id (the position the lane's offset records with it).
+type batchRow struct {
+	wsql.Row
+	transactionID int64
+}
+
+// indexOf returns the index in b.rows of the row whose message the
+// subscriber handed out as the taken-th of the batch, or -1. The
+// subscriber hands rows out in the order it read them, so it is taken.
+func (b *laneBatch) indexOf(msg *message.Message, taken int) int {
+	if taken < len(b.rows) && b.rows[taken].Msg == msg {
+		return taken
+	}
+	for i := range b.rows {
+		if b.rows[i].Msg == msg {
+			return i
+		}
+	}
+	return -1
 }
 
 type rowState int
@@ -96,6 +117,7 @@ type relayRow struct {
 	cancel context.CancelFunc
 	key    string // aggregate id; "" for none
 	batch  *laneBatch
+	row    int // index of the row in batch.rows; -1 if it is not there
 	// known: the broker confirmed the row in an earlier batch; it is
 	// resolved as published, in its aggregate's turn, without being sent.
 	known bool
@@ -190,7 +212,10 @@ func (p *lanePipeline) nextReadyLocked() *relayRow {
 		if r.out == nil {
 			var ctx context.Context
 			ctx, r.cancel = context.WithTimeout(p.ctx, p.deadline)
-			r.out = r.src.Copy()
+			// The copy shares the metadata map: the subscriber's message
+			// was acknowledged in take, and nothing reads it after that.
+			r.out = message.NewMessage(r.src.UUID, r.src.Payload)
+			r.out.Metadata = r.src.Metadata
 			r.out.SetContext(context.WithValue(ctx, relayRowKey{}, r))
 		}
 		return r
@@ -203,8 +228,8 @@ func (p *lanePipeline) nextReadyLocked() *relayRow {
 func (p *lanePipeline) take(msg *message.Message) {
 	p.mu.Lock()
 	b := p.batch
-	r := &relayRow{src: msg, key: msg.Metadata.Get(MetadataAggregateID), batch: b}
-	if off, ok := b.offset[msg]; ok && p.confirmed[off] {
+	r := &relayRow{src: msg, key: msg.Metadata.Get(MetadataAggregateID), batch: b, row: b.indexOf(msg, len(b.taken))}
+	if r.row >= 0 && p.confirmed[b.rows[r.row].Offset] {
 		r.known = true
 	}
 	b.taken = append(b.taken, r)
@@ -339,14 +364,13 @@ func (p *lanePipeline) beginBatch() {
 	p.batch = newLaneBatch()
 }
 
-func newLaneBatch() *laneBatch { return &laneBatch{offset: map[*message.Message]int64{}} }
+func newLaneBatch() *laneBatch { return &laneBatch{} }
 
 // readRow records a row of the batch, before the subscriber hands it out.
-func (p *lanePipeline) readRow(row wsql.Row) {
+func (p *lanePipeline) readRow(row wsql.Row, transactionID int64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.batch.rows = append(p.batch.rows, row)
-	p.batch.offset[row.Msg] = row.Offset
+	p.batch.rows = append(p.batch.rows, batchRow{row, transactionID})
 }
 
 // settle waits until every row of the batch is resolved, and returns the
@@ -354,7 +378,7 @@ func (p *lanePipeline) readRow(row wsql.Row) {
 // up to last (the last row the subscriber saw acknowledged). It returns
 // false when no row of the prefix was confirmed, or when the lane stops
 // first.
-func (p *lanePipeline) settle(last wsql.Row) (wsql.Row, bool) {
+func (p *lanePipeline) settle(last wsql.Row) (batchRow, bool) {
 	p.mu.Lock()
 	b, ctx := p.batch, p.ctx
 	for b.open > 0 {
@@ -363,10 +387,10 @@ func (p *lanePipeline) settle(last wsql.Row) (wsql.Row, bool) {
 		case <-p.wakeSettle:
 		case <-ctx.Done():
 			p.abandon(b)
-			return wsql.Row{}, false
+			return batchRow{}, false
 		case <-p.closing:
 			p.abandon(b)
-			return wsql.Row{}, false
+			return batchRow{}, false
 		}
 		p.mu.Lock()
 	}
@@ -382,20 +406,18 @@ func (p *lanePipeline) settle(last wsql.Row) (wsql.Row, bool) {
 			continue
 		}
 		prefix = false
-		if off, ok := b.offset[r.src]; ok && r.state == rowPublished {
-			p.confirmed[off] = true
+		if r.row >= 0 && r.state == rowPublished {
+			p.confirmed[b.rows[r.row].Offset] = true
 		}
 	}
 	if end == nil {
-		return wsql.Row{}, false
+		return batchRow{}, false
 	}
-	for _, row := range b.rows {
-		if row.Msg == end.src {
-			return row, true
-		}
+	if end.row < 0 {
+		p.logger.Error("Settling a lane's batch", errors.New("a confirmed row is not among the rows read"), watermill.LogFields{"uuid": end.src.UUID})
+		return batchRow{}, false
 	}
-	p.logger.Error("Settling a lane's batch", errors.New("a confirmed row is not among the rows read"), watermill.LogFields{"uuid": end.src.UUID})
-	return wsql.Row{}, false
+	return b.rows[end.row], true
 }
 
 // abandon closes b when the lane stops before it settled.
