@@ -110,7 +110,8 @@ type RelayConfig struct {
 	// PostgreSQL, and a pause while its last events are confirmed), which
 	// larger batches spread over more events: draining a backlog to
 	// GoChannel, 500 relays about 15% more events per second than 100
-	// (Watermill's default; BENCHMARKS.md). Lower it for large events. Defaults to BatchSizeDefault (500).
+	// (Watermill's default; BENCHMARKS.md). Lower it for large events.
+	// Defaults to BatchSizeDefault (500).
 	BatchSize int
 	// MaxInFlight bounds the events of one lane that are being published
 	// at once (or wait for an earlier event of their aggregate to be

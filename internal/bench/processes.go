@@ -64,28 +64,38 @@ const childModeRelayProcess = "relay-process"
 // once.
 const procIdleWait = 1500 * time.Millisecond
 
-// positionGroup sets the offsets of group in every lane of d: at the
-// lane's last row, or, with backlog, at its start, then NOTIFYing every
-// lane in the same transaction (the relays read their offsets from the
-// table at each batch).
-func positionGroup(ctx context.Context, d *relayDB, group string, backlog bool) error {
+// groupAtEnd sets the offsets of group in every lane of d at the lane's
+// last row: the relays then find nothing to relay.
+func groupAtEnd(ctx context.Context, d *relayDB, group string) error {
 	return pgx.BeginFunc(ctx, d.pool, func(tx pgx.Tx) error {
 		for lane := range d.lanes {
-			table := `"watermill_` + schema.LaneTopic(lane) + `"`
-			q := `INSERT INTO eventbus_offsets (consumer_group, offset_acked, last_processed_transaction_id)
-				SELECT $1, "offset", transaction_id FROM ` + table + ` ORDER BY transaction_id DESC, "offset" DESC LIMIT 1
+			_, err := tx.Exec(ctx, `INSERT INTO eventbus_offsets (consumer_group, offset_acked, last_processed_transaction_id)
+				SELECT $1, "offset", transaction_id FROM "watermill_`+schema.LaneTopic(lane)+`"
+				ORDER BY transaction_id DESC, "offset" DESC LIMIT 1
 				ON CONFLICT (consumer_group) DO UPDATE SET offset_acked = excluded.offset_acked,
-					last_processed_transaction_id = excluded.last_processed_transaction_id`
-			if backlog {
-				q = `UPDATE eventbus_offsets SET offset_acked = 0, last_processed_transaction_id = '0' WHERE consumer_group = $1`
+					last_processed_transaction_id = excluded.last_processed_transaction_id`,
+				bus.LaneConsumerGroup(group, lane))
+			if err != nil {
+				return fmt.Errorf("position %s at the end of lane %d: %w", group, lane, err)
 			}
-			if _, err := tx.Exec(ctx, q, bus.LaneConsumerGroup(group, lane)); err != nil {
-				return fmt.Errorf("position %s in lane %d: %w", group, lane, err)
+		}
+		return nil
+	})
+}
+
+// groupAtStart sets the offsets of group in every lane of d back to the
+// lane's start and NOTIFYs every lane, in one transaction: to the running
+// relays (which read their offsets at each batch), the whole backlog
+// appears at once.
+func groupAtStart(ctx context.Context, d *relayDB, group string) error {
+	return pgx.BeginFunc(ctx, d.pool, func(tx pgx.Tx) error {
+		for lane := range d.lanes {
+			if _, err := tx.Exec(ctx, `UPDATE eventbus_offsets SET offset_acked = 0, last_processed_transaction_id = '0'
+				WHERE consumer_group = $1`, bus.LaneConsumerGroup(group, lane)); err != nil {
+				return fmt.Errorf("rewind %s in lane %d: %w", group, lane, err)
 			}
-			if backlog {
-				if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, schema.NotifyChannel, "watermill_"+schema.LaneTopic(lane)); err != nil {
-					return fmt.Errorf("notify lane %d: %w", lane, err)
-				}
+			if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, schema.NotifyChannel, "watermill_"+schema.LaneTopic(lane)); err != nil {
+				return fmt.Errorf("notify lane %d: %w", lane, err)
 			}
 		}
 		return nil
@@ -294,11 +304,11 @@ func (e *env) drainProcesses(ctx context.Context, d *relayDB, procs int, group s
 		pids[i] = c.cmd.Process.Pid
 	}
 	// The relays start with the group's offsets at the end of every lane
-	// (positionGroup), and run until each process LISTENs and a poll
+	// (groupAtEnd), and run until each process LISTENs and a poll
 	// interval has passed: started, connected and idle, as relays are when
 	// a backlog builds up. Their start (connections, PostgreSQL backends,
 	// plans) is thus left out of the drain, for 1 process as for 5.
-	if err := positionGroup(ctx, d, group, false); err != nil {
+	if err := groupAtEnd(ctx, d, group); err != nil {
 		return procResult{}, err
 	}
 	for _, c := range children {
@@ -318,7 +328,7 @@ func (e *env) drainProcesses(ctx context.Context, d *relayDB, procs int, group s
 	begin := time.Now()
 	// The clock starts when the backlog appears: the offsets go back to
 	// the lanes' start, and a NOTIFY per lane wakes the relays.
-	if err := positionGroup(ctx, d, group, true); err != nil {
+	if err := groupAtStart(ctx, d, group); err != nil {
 		return procResult{}, err
 	}
 	t := time.NewTicker(procPollInterval)
